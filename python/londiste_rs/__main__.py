@@ -1,0 +1,3 @@
+from londiste_rs.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""Command line entry point: londiste3's argument order, one-line errors, exit codes.
+
+londiste3 takes the config before the verb (`londiste3 -d slave.ini worker`); Typer wants the
+verb first. `main` swaps the two before Typer sees them, so both orders work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import psycopg
+
+from londiste_rs.cli import demo as _demo  # noqa: F401  (registers the verb)
+from londiste_rs.cli.app import OPTIONS, app
+from londiste_rs.db import redact
+from londiste_rs.errors import LondisteError
+
+# Options that take no value, and so can stand anywhere before the config file.
+_FLAGS = {"-d", "--daemon", "-s", "--stop", "-k", "--kill", "-r", "--reload", "-q", "--quiet"}
+# Verbs a bare `-s/-k/-r CONFIG.ini` (no verb) maps to, as with londiste3 and pgqd.
+_SIGNAL_VERBS = {"-s": "stop", "--stop": "stop", "-k": "kill", "--kill": "kill"}
+_SIGNAL_VERBS |= {"-r": "reload", "--reload": "reload"}
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """`[opts] CONFIG.ini VERB args` -> `[opts] VERB CONFIG.ini args`; a config file with no
+    verb and -s/-k/-r becomes the stop/kill/reload verb."""
+    args = list(argv)
+    i = 0
+    while i < len(args) and (args[i] in _FLAGS or _is_verbose(args[i])):
+        i += 1
+    if i >= len(args) or not args[i].endswith(".ini"):
+        return args
+    config = args[i]
+    rest = args[i + 1 :]
+    if rest and not rest[0].startswith("-"):
+        return [*args[:i], rest[0], config, *rest[1:]]
+    signal = next((_SIGNAL_VERBS[a] for a in args[:i] if a in _SIGNAL_VERBS), None)
+    if signal:
+        return [*args[:i], signal, config, *rest]
+    return args
+
+
+def _is_verbose(arg: str) -> bool:
+    return (arg.startswith("-v") and set(arg[1:]) == {"v"}) or arg == "--verbose"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = normalize_argv(sys.argv[1:] if argv is None else argv)
+    debug = bool(os.environ.get("LONDISTE_RS_DEBUG")) or any(_is_verbose(a) for a in args)
+    try:
+        # Typer (standalone) prints its own usage errors and exits 2; ours come out as exceptions.
+        app(args=args, prog_name="londiste-rs")
+    except LondisteError as e:
+        _fail(f"ERROR: {redact(str(e))}", e.exit_code, debug)
+    except psycopg.Error as e:
+        # A database error nobody translated: still one line, with the server's own words.
+        msg = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        _fail(f"ERROR: database error: {msg}", 1, debug)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130, False)
+    except Exception as e:
+        _fail(
+            f"internal error: {type(e).__name__}: {redact(str(e))} "
+            "(run with -v for the traceback, and please report it)",
+            70,
+            debug,
+        )
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    logging.shutdown()
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+__all__ = ["OPTIONS", "app", "main", "normalize_argv"]

@@ -1,0 +1,65 @@
+"""Connections: one place that opens them, maps failures to one-line errors and keeps passwords
+out of every message."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from londiste_rs.errors import ConnectError
+
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+
+
+def redact(text: str) -> str:
+    """Replaces every password in a connection string (key=value or URI form) with ***."""
+    text = _PASSWORD_KV.sub(r"\1***", text)
+    return _PASSWORD_URI.sub(r"\1***\3", text)
+
+
+def describe(connstr: str) -> str:
+    """A short, password-free name for a connection string: user@host:port/dbname."""
+    try:
+        params = conninfo_to_dict(connstr)
+    except psycopg.ProgrammingError:
+        return redact(connstr)
+    host = params.get("host") or "local socket"
+    port = params.get("port") or "5432"
+    user = str(params.get("user") or "")
+    dbname = params.get("dbname") or user or "?"
+    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+def connect(
+    connstr: str, *, autocommit: bool = False, what: str = "database", **kwargs: Any
+) -> psycopg.Connection[Any]:
+    """Opens a connection or raises ConnectError with one line saying what failed and where."""
+    try:
+        conninfo_to_dict(connstr)
+    except psycopg.ProgrammingError as e:
+        raise ConnectError(
+            f"{what}: invalid connection string {redact(connstr)!r}: {first_line(e)}; "
+            "write it as 'host=... port=... dbname=... user=...'"
+        ) from None
+    try:
+        conn = psycopg.connect(
+            connstr, autocommit=autocommit, application_name="londiste-rs", **kwargs
+        )
+    except psycopg.OperationalError as e:
+        raise ConnectError(
+            f"cannot connect to {what} {describe(connstr)}: {redact(first_line(e))}"
+        ) from None
+    return conn
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's text, which is what libpq puts first."""
+    for line in str(e).splitlines():
+        line = line.strip()
+        if line:
+            return line.removeprefix("FATAL:").strip()
+    return type(e).__name__

@@ -1,0 +1,46 @@
+"""The one error hierarchy. Every error a user can cause is a `LondisteError` whose message is a
+single line naming the problem and the fix; the CLI prints it and exits with `exit_code`."""
+
+from __future__ import annotations
+
+
+class LondisteError(Exception):
+    """A problem the user can fix; its text says how."""
+
+    exit_code = 1
+
+
+class ConfigError(LondisteError):
+    """A missing or invalid config file or key."""
+
+    exit_code = 2
+
+
+class ConnectError(LondisteError):
+    """A server that cannot be reached or refuses the login."""
+
+    exit_code = 3
+
+
+class NotInstalledError(LondisteError):
+    """The database has no londiste-rs schema or node where one is needed."""
+
+    exit_code = 4
+
+
+class UsageError(LondisteError):
+    """A verb run with wrong arguments or on the wrong kind of node."""
+
+    exit_code = 2
+
+
+class TableError(LondisteError):
+    """A table that cannot be replicated as asked (missing, no primary key, ...)."""
+
+    exit_code = 5
+
+
+class PgBinariesMissing(LondisteError):
+    """PostgreSQL server programs (initdb, pg_ctl) could not be found."""
+
+    exit_code = 6

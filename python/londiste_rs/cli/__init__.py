@@ -6,18 +6,24 @@ verb first. `main` swaps the two before Typer sees them, so both orders work.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import pkgutil
 import sys
 import traceback
 from collections.abc import Sequence
 
 import psycopg
 
-from londiste_rs.cli import demo as _demo  # noqa: F401  (registers the verb)
+import londiste_rs.cli as _cli_package
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.db import redact
 from londiste_rs.errors import LondisteError
+
+# Every module of this package registers its verbs on `app` when imported.
+for _module in pkgutil.iter_modules(_cli_package.__path__):
+    importlib.import_module(f"londiste_rs.cli.{_module.name}")
 
 # Options that take no value, and so can stand anywhere before the config file.
 _FLAGS = {"-d", "--daemon", "-s", "--stop", "-k", "--kill", "-r", "--reload", "-q", "--quiet"}

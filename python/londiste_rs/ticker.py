@@ -1,0 +1,263 @@
+"""The ticker (pgqd's job): ticks, maintenance and retry for every database that has our schema.
+
+One loop, one autocommit connection per database. Per database, every
+- `ticker_period`: `londiste_rs.ticker()` (the SQL decides whether each queue needs a tick and
+  never makes two ticks for one snapshot);
+- `maint_period`: each `func_name(func_arg)` that `londiste_rs.maint_operations()` lists, called
+  again while it returns a positive count (`vacuum` means VACUUM of the named table);
+- `retry_period`: `londiste_rs.maint_retry_events()`, again while it returns a positive count;
+- `check_period`: the database list is rescanned (an empty `database_list` means every database
+  that accepts connections, found from `initial_database`) and databases without our schema are
+  looked at again.
+A database that fails (server restart, dropped schema, bad SQL) logs one line, loses its
+connection and is retried with a backoff; the ticker itself never stops for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from londiste_rs import daemon
+from londiste_rs.config import TickerConfig, load_ticker_config
+from londiste_rs.db import connect, first_line, redact
+from londiste_rs.errors import LondisteError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "londiste_rs"
+BACKOFF_MAX = 30.0  # seconds between reconnect attempts, at most
+STATS_PERIOD = 30.0  # pgqd's default stats_period
+MAX_REPEAT = 100  # calls of one maintenance function per round, at most
+
+
+def database_dsn(cfg: TickerConfig, dbname: str) -> str:
+    """`base_connstr` (libpq, without dbname) plus the database name."""
+    return make_conninfo(cfg.base_connstr, dbname=dbname)
+
+
+def _qualified(name: str) -> sql.Identifier:
+    """A possibly schema-qualified name from the catalog, quoted part by part."""
+    return sql.Identifier(*name.split("."))
+
+
+def _repeat(conn: psycopg.Connection[Any], query: sql.Composed, params: Iterable[Any]) -> int:
+    """Runs a counting maintenance call until it reports no more work; returns the calls made."""
+    args = list(params)
+    for calls in range(1, MAX_REPEAT + 1):
+        row = conn.execute(query, args).fetchone()
+        value = row[0] if row else None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return calls
+    return MAX_REPEAT
+
+
+class DatabaseTicker:
+    """One database: its connection, whether it has our schema, its timers and failures."""
+
+    def __init__(self, name: str, cfg: TickerConfig):
+        self.name = name
+        self.cfg = cfg
+        self.conn: psycopg.Connection[Any] | None = None
+        self.connected_at = 0.0
+        self.has_schema: bool | None = None  # None: not looked yet
+        self.failures = 0
+        self.next_check = self.next_tick = self.next_maint = self.next_retry = 0.0
+        self.ticks = self.maint_calls = self.retry_calls = 0
+
+    # -- connection ---------------------------------------------------------------------
+    def _connection(self, now: float) -> psycopg.Connection[Any]:
+        if self.conn is not None and now - self.connected_at > self.cfg.connection_lifetime:
+            self.close()  # connection_lifetime: start afresh now and then, as pgqd does
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(
+                database_dsn(self.cfg, self.name), autocommit=True, what=f"database {self.name}"
+            )
+            self.connected_at = now
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    # -- work ---------------------------------------------------------------------------
+    def step(self, now: float) -> None:
+        """Does whatever is due; a failure is logged on one line and retried later."""
+        try:
+            if now >= self.next_check:
+                self._check_schema(now)
+            if self.has_schema:
+                self._work(now)
+        except (psycopg.Error, LondisteError) as e:
+            self._failed(now, e)
+            return
+        if self.failures:
+            log.info("%s: working again after %d failed attempts", self.name, self.failures)
+            self.failures = 0
+
+    def _work(self, now: float) -> None:
+        conn = self._connection(now)
+        if now >= self.next_tick:
+            self.next_tick = now + self.cfg.ticker_period
+            row = conn.execute(sql.SQL("select {}.ticker()").format(sql.Identifier(SCHEMA)))
+            ticked = row.fetchone()
+            self.ticks += int(ticked[0] or 0) if ticked else 0
+        if now >= self.next_retry:
+            self.next_retry = now + self.cfg.retry_period
+            query = sql.SQL("select {}.maint_retry_events()").format(sql.Identifier(SCHEMA))
+            self.retry_calls += _repeat(conn, query, ())
+        if now >= self.next_maint:
+            self.next_maint = now + self.cfg.maint_period
+            self._maintenance(conn)
+
+    def _check_schema(self, now: float) -> None:
+        conn = self._connection(now)
+        row = conn.execute(
+            "select to_regprocedure(%s) is not null", [f"{SCHEMA}.ticker()"]
+        ).fetchone()
+        has = bool(row and row[0])
+        if has != self.has_schema:
+            log.info("%s: %s", self.name, "ticking" if has else f"no {SCHEMA} schema, skipped")
+        self.has_schema = has
+        self.next_check = now + self.cfg.check_period
+        if not has:
+            self.close()  # an idle connection would only get in the way of DROP DATABASE
+
+    def _maintenance(self, conn: psycopg.Connection[Any]) -> None:
+        ops = conn.execute(
+            sql.SQL("select * from {}.maint_operations()").format(sql.Identifier(SCHEMA))
+        ).fetchall()
+        for op in ops:
+            func, arg = str(op[0]), (op[1] if len(op) > 1 else None)
+            if func.lower() == "vacuum":
+                if arg:
+                    conn.execute(sql.SQL("vacuum {}").format(_qualified(str(arg))))
+                    self.maint_calls += 1
+                continue
+            if arg is None:
+                query = sql.SQL("select {}()").format(_qualified(func))
+                self.maint_calls += _repeat(conn, query, ())
+            else:
+                query = sql.SQL("select {}(%s)").format(_qualified(func))
+                self.maint_calls += _repeat(conn, query, [arg])
+            log.debug("%s: maintenance %s(%s)", self.name, func, arg or "")
+
+    def _failed(self, now: float, e: BaseException) -> None:
+        self.failures += 1
+        delay = min(2.0 ** (self.failures - 1), BACKOFF_MAX)
+        message = first_line(e) if isinstance(e, psycopg.Error) else str(e)
+        log.error("%s: %s; retrying in %.0fs", self.name, redact(message), delay)
+        try:
+            self.close()
+        except psycopg.Error:
+            self.conn = None
+        # Everything waits for the retry; the schema is looked at again then.
+        self.next_check = self.next_tick = now + delay
+        self.has_schema = None
+
+    def next_due(self) -> float:
+        if not self.has_schema:
+            return self.next_check
+        return min(self.next_check, self.next_tick, self.next_retry, self.next_maint)
+
+
+class Ticker:
+    """The loop: keeps the set of DatabaseTickers up to date and steps each one."""
+
+    def __init__(self, cfg: TickerConfig):
+        self.cfg = cfg
+        self.dbs: dict[str, DatabaseTicker] = {}
+        self.next_scan = 0.0
+        self.scan_failures = 0
+        self.next_stats = time.monotonic() + STATS_PERIOD
+
+    def run(self) -> None:
+        """The daemon body: runs until SIGINT/SIGTERM (see londiste_rs.daemon)."""
+        try:
+            while not daemon.stop_requested():
+                if daemon.reload_requested():
+                    self.reload()
+                now = time.monotonic()
+                if now >= self.next_scan:
+                    self.scan(now)
+                for db in list(self.dbs.values()):
+                    if daemon.stop_requested():
+                        break
+                    db.step(time.monotonic())
+                now = time.monotonic()
+                if now >= self.next_stats:
+                    self.log_stats(now)
+                wake = min(
+                    [self.next_scan, self.next_stats, *(d.next_due() for d in self.dbs.values())]
+                )
+                daemon.sleep(max(0.0, wake - time.monotonic()))
+        finally:
+            for db in self.dbs.values():
+                db.close()
+
+    def reload(self) -> None:
+        try:
+            cfg = load_ticker_config(self.cfg.path)
+        except LondisteError as e:
+            log.error("reload failed, keeping the old config: %s", e)
+            return
+        self.cfg = cfg
+        for db in self.dbs.values():
+            db.close()
+        self.dbs.clear()
+        self.next_scan = 0.0
+        log.info("config reloaded from %s", cfg.path)
+
+    def scan(self, now: float) -> None:
+        """Brings the set of databases in line with the config (or with pg_database)."""
+        self.next_scan = now + self.cfg.check_period
+        try:
+            names = list(self.cfg.database_list) or self._all_databases()
+        except (psycopg.Error, LondisteError) as e:
+            self.scan_failures += 1
+            delay = min(2.0 ** (self.scan_failures - 1), BACKOFF_MAX)
+            message = first_line(e) if isinstance(e, psycopg.Error) else str(e)
+            log.error("listing databases: %s; retrying in %.0fs", redact(message), delay)
+            self.next_scan = now + delay
+            return
+        self.scan_failures = 0
+        log.debug("databases: %s", ", ".join(names) or "none")
+        for gone in set(self.dbs) - set(names):
+            log.info("%s: no longer listed, dropped", gone)
+            self.dbs.pop(gone).close()
+        for name in names:
+            if name not in self.dbs:
+                self.dbs[name] = DatabaseTicker(name, self.cfg)
+            else:
+                self.dbs[name].next_check = min(self.dbs[name].next_check, now)
+
+    def _all_databases(self) -> list[str]:
+        dsn = database_dsn(self.cfg, self.cfg.initial_database)
+        with connect(dsn, autocommit=True, what="initial_database") as conn:
+            rows = conn.execute(
+                "select datname from pg_database"
+                " where datallowconn and not datistemplate order by datname"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def log_stats(self, now: float) -> None:
+        ticks = sum(d.ticks for d in self.dbs.values())
+        maint = sum(d.maint_calls for d in self.dbs.values())
+        retry = sum(d.retry_calls for d in self.dbs.values())
+        ticking = sum(1 for d in self.dbs.values() if d.has_schema)
+        log.info("{ticks: %d, maint: %d, retry: %d, databases: %d}", ticks, maint, retry, ticking)
+        for d in self.dbs.values():
+            d.ticks = d.maint_calls = d.retry_calls = 0
+        self.next_stats = now + STATS_PERIOD
+
+
+def run_ticker(cfg: TickerConfig) -> None:
+    """The body `londiste-rs ticker` hands to londiste_rs.daemon."""
+    Ticker(cfg).run()

@@ -3,11 +3,13 @@ signals, logging. The job here is a small loop; the ticker tests run the real ve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from londiste_rs.pgcluster import wait_for
 # A job that loops until asked to stop; "stubborn" ignores stop requests (for -k).
 JOB = """
 import logging, sys, time
+from collections.abc import Iterator
 from pathlib import Path
 from londiste_rs import daemon
 from londiste_rs.errors import LondisteError
@@ -44,6 +47,19 @@ except LondisteError as e:
     print(e, file=sys.stderr)
     sys.exit(e.exit_code)
 """
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_daemons(tmp_path: Path) -> Iterator[None]:
+    """A failed test must not leave a daemon behind: whatever a pidfile under tmp_path still
+    names is killed at the end."""
+    yield
+    for pidfile in tmp_path.glob("**/pid/*.pid"):
+        pid = daemon.read_pid(pidfile)
+        if pid and daemon.process_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) (DEBUG|INFO|WARNING|ERROR) ")
 

@@ -14,6 +14,9 @@ import pytest
 
 from londiste_rs import daemon
 from londiste_rs.pgcluster import wait_for
+from test_daemon import kill_leftover_daemons
+
+__all__ = ["kill_leftover_daemons"]  # autouse: kills daemons a failed test leaves
 
 START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) INFO Starting londiste-rs ticker ")
 

@@ -164,6 +164,9 @@ def test_daemon_without_pidfile_is_refused(tmp_path: Path) -> None:
          "needs a [pgqd] section"),
         ("[pgqd]\nticker_period = often\n", "ERROR: {ini}: [pgqd] ticker_period = 'often' is "
          "not a number; fix the value"),
+        ("[pgqd]\nbase_connstr = host=x port\n", "ERROR: {abs}: [pgqd] base_connstr is not a "
+         "libpq connection string (missing \"=\" after \"port\" in connection info string); "
+         "write it as 'host=... port=... user=...'"),
         ("not an ini file\n", "ERROR: {ini}: cannot parse the file: File contains no section "
          "headers."),
     ],
@@ -175,5 +178,5 @@ def test_bad_ticker_ini_is_one_line(tmp_path: Path, content: str | None, expecte
     out = cli(tmp_path, "ticker", "-d", "ticker.ini")
     assert out.returncode == 2
     assert out.stdout == ""
-    assert out.stderr == expected.format(ini="ticker.ini") + "\n"
+    assert out.stderr == expected.format(ini="ticker.ini", abs=ini) + "\n"
     assert not (tmp_path / "pid").exists()

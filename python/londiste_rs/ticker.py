@@ -22,12 +22,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs import daemon
 from londiste_rs.config import TickerConfig, load_ticker_config
 from londiste_rs.db import connect, first_line, redact
-from londiste_rs.errors import LondisteError
+from londiste_rs.errors import ConfigError, LondisteError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,27 @@ STATS_PERIOD = 30.0  # pgqd's default stats_period
 MAX_REPEAT = 100  # calls of one maintenance function per round, at most
 
 
+# libpq settings the ticker wants unless base_connstr says otherwise: an unreachable server must
+# not hang the loop that ticks every other database, and a dead one must be noticed.
+CONNECT_DEFAULTS = {"connect_timeout": "10", "keepalives_idle": "30", "keepalives_interval": "10"}
+
+
 def database_dsn(cfg: TickerConfig, dbname: str) -> str:
     """`base_connstr` (libpq, without dbname) plus the database name."""
-    return make_conninfo(cfg.base_connstr, dbname=dbname)
+    given = conninfo_to_dict(cfg.base_connstr)
+    defaults = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
+    return make_conninfo(cfg.base_connstr, dbname=dbname, **defaults)
+
+
+def check_config(cfg: TickerConfig) -> None:
+    """Refuses, with one line, a base_connstr libpq cannot parse (before daemonizing)."""
+    try:
+        conninfo_to_dict(cfg.base_connstr)
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(
+            f"{cfg.path}: [pgqd] base_connstr is not a libpq connection string "
+            f"({redact(first_line(e))}); write it as 'host=... port=... user=...'"
+        ) from None
 
 
 def _qualified(name: str) -> sql.Identifier:
@@ -259,5 +277,5 @@ class Ticker:
 
 
 def run_ticker(cfg: TickerConfig) -> None:
-    """The body `londiste-rs ticker` hands to londiste_rs.daemon."""
+    """The body `londiste-rs ticker` hands to londiste_rs.daemon (check_config ran before)."""
     Ticker(cfg).run()

@@ -30,7 +30,7 @@ def ticker(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors."),
 ) -> None:
     """Create ticks and run queue maintenance in every listed database (pgqd's job)."""
-    from londiste_rs.ticker import run_ticker
+    from londiste_rs.ticker import check_config, run_ticker
 
     cfg = load_ticker_config(config)
     # The flags may stand before the verb (global options) or after it (these).
@@ -42,6 +42,8 @@ def ticker(
         verbose=OPTIONS.verbose + verbose,
         quiet=OPTIONS.quiet or quiet,
     )
+    if not (flags.stop or flags.kill or flags.reload):
+        check_config(cfg)
     daemon.dispatch(
         "ticker",
         lambda: run_ticker(cfg),

@@ -134,6 +134,15 @@ impl CopyWriter {
         self.written += 1;
     }
 
+    /// A whole tuple whose `nfields` fields are given as length words and values back to back
+    /// (already-encoded fields copied in one go).
+    pub fn raw_row(&mut self, nfields: u16, fields: &[u8]) -> Result<(), EncodeError> {
+        self.begin_row(nfields)?;
+        self.buf.extend_from_slice(fields);
+        self.written = nfields;
+        Ok(())
+    }
+
     pub fn bool(&mut self, v: bool) {
         self.fixed(&[v as u8]);
     }

@@ -1,6 +1,14 @@
 //! londiste-rs hot path. The modules here are plain Rust with no PyO3 in them; `py` is the only
 //! file that knows Python, converting arguments, releasing the GIL and mapping errors.
 
+pub mod coalesce;
 pub mod copy_binary;
+pub mod copy_in;
+pub mod decoder;
+pub mod exact;
 mod py;
+pub mod record;
+pub mod snapshot;
 pub mod sql_bundle;
+pub mod step;
+pub mod typemap;

@@ -1,0 +1,176 @@
+//! Coalesced mode: per table and key, the final state of the rows seen since the last flush.
+//!
+//! Keys and rows are the length-prefixed binary fields copied from the events into one arena
+//! per table; a hash table maps a key (a slice of the arena) to its entry with no allocation per
+//! key. A newer row for a key is appended and the old bytes become garbage until the flush, so
+//! memory follows the events seen, which the caller bounds by flushing at `chunk_bytes`.
+
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry as Slot;
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::copy_binary::EncodeError;
+use crate::step::{EncodingId, StepKind, StepSplitter};
+
+const NO_ROW: usize = usize::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key_off: usize,
+    key_len: usize,
+    /// Offset of the final row, or NO_ROW when the final state is "deleted".
+    row_off: usize,
+    row_len: usize,
+    /// The key did not exist when the entry was created (first seen as an insert or as the new
+    /// key of a key change): a final "deleted" needs no delete on the subscriber.
+    born: bool,
+    encoding: EncodingId,
+}
+
+/// The coalesced state of one table.
+#[derive(Default)]
+pub struct KeyedRows {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    index: HashTable<usize>,
+    hasher: DefaultHashBuilder,
+}
+
+impl KeyedRows {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Distinct keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Memory held, approximately.
+    pub fn pending_bytes(&self) -> usize {
+        self.arena.len()
+            + self.entries.len() * std::mem::size_of::<Entry>()
+            + self.index.len() * std::mem::size_of::<usize>()
+    }
+
+    /// Index of the entry of `key`, created (with the given `born`) when the key is new.
+    fn entry(&mut self, key: &[u8], born: bool, encoding: EncodingId) -> usize {
+        let KeyedRows {
+            arena,
+            entries,
+            index,
+            hasher,
+        } = self;
+        let key_at = |i: &usize| &arena[entries[*i].key_off..][..entries[*i].key_len];
+        let slot = index.entry(
+            hasher.hash_one(key),
+            |i| key_at(i) == key,
+            |i| hasher.hash_one(key_at(i)),
+        );
+        match slot {
+            Slot::Occupied(o) => *o.get(),
+            Slot::Vacant(v) => {
+                let i = entries.len();
+                v.insert(i);
+                entries.push(Entry {
+                    key_off: arena.len(),
+                    key_len: key.len(),
+                    row_off: NO_ROW,
+                    row_len: 0,
+                    born,
+                    encoding,
+                });
+                arena.extend_from_slice(key);
+                i
+            }
+        }
+    }
+
+    /// The key's final state is `row` (insert, or update keeping the key). `new_key`: the key
+    /// is known not to exist before this event (insert, new key of a key change).
+    pub fn upsert(&mut self, key: &[u8], row: &[u8], new_key: bool, encoding: EncodingId) {
+        let i = self.entry(key, new_key, encoding);
+        let row_off = self.arena.len();
+        self.arena.extend_from_slice(row);
+        let e = &mut self.entries[i];
+        e.row_off = row_off;
+        e.row_len = row.len();
+        e.encoding = encoding;
+    }
+
+    /// The key's final state is "deleted".
+    pub fn delete(&mut self, key: &[u8], encoding: EncodingId) {
+        let i = self.entry(key, false, encoding);
+        let e = &mut self.entries[i];
+        e.row_off = NO_ROW;
+        e.row_len = 0;
+        e.encoding = encoding;
+    }
+
+    /// Writes a delete of every key whose final state is "deleted" (and that may exist).
+    pub fn write_deletes(
+        &self,
+        table: usize,
+        nkeys: u16,
+        out: &mut StepSplitter<'_>,
+    ) -> Result<(), EncodeError> {
+        let wanted = |e: &Entry| e.row_off == NO_ROW && !e.born;
+        let fields = |e: &Entry| (e.key_off, e.key_len);
+        self.write(out, StepKind::Delete, table, nkeys, wanted, fields)
+    }
+
+    /// Writes an upsert of every key whose final state is a row.
+    pub fn write_upserts(
+        &self,
+        table: usize,
+        nout: u16,
+        out: &mut StepSplitter<'_>,
+    ) -> Result<(), EncodeError> {
+        let wanted = |e: &Entry| e.row_off != NO_ROW;
+        let fields = |e: &Entry| (e.row_off, e.row_len);
+        self.write(out, StepKind::Upsert, table, nout, wanted, fields)
+    }
+
+    /// Entries passing `wanted`, in the order their keys were first seen, one pass per encoding
+    /// present (almost always one).
+    fn write(
+        &self,
+        out: &mut StepSplitter<'_>,
+        kind: StepKind,
+        table: usize,
+        nfields: u16,
+        wanted: impl Fn(&Entry) -> bool,
+        fields: impl Fn(&Entry) -> (usize, usize),
+    ) -> Result<(), EncodeError> {
+        let mut encodings: Vec<EncodingId> = Vec::new();
+        for e in self.entries.iter().filter(|e| wanted(e)) {
+            if !encodings.contains(&e.encoding) {
+                encodings.push(e.encoding);
+            }
+        }
+        for enc in encodings {
+            for e in self
+                .entries
+                .iter()
+                .filter(|e| e.encoding == enc && wanted(e))
+            {
+                let (off, len) = fields(e);
+                out.push(kind, table, enc, nfields, &self.arena[off..][..len])?;
+            }
+            out.close()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything (keeping allocations for the next round).
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.index.clear();
+    }
+}

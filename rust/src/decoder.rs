@@ -1,0 +1,1224 @@
+//! The batch decoder: reads a batch's events from the bytes of its binary COPY, keeps the data
+//! events of the added tables (coalesced per key, or in exact order) and turns them into steps.
+//!
+//! Input columns, in order: ev_id int8, ev_txid xid8, ev_type text, ev_extra1 text,
+//! ev_data bytea, ev_extra2 bytea, ev_extra4 text (docs/internals.md, sections 2-4).
+
+use hashbrown::HashMap;
+
+use crate::coalesce::KeyedRows;
+use crate::copy_binary::EncodeError;
+use crate::copy_in::{CopyInError, CopyReader, FeedError, Tuple};
+use crate::exact::ExactRuns;
+use crate::record::{parse_record, Field, RecordError};
+use crate::snapshot::Snapshot;
+use crate::step::{EncodingId, Step, StepKind, StepSplitter};
+use crate::typemap::{TypeMap, TypeMapError};
+
+const EVENT_COLUMNS: usize = 7;
+/// PostgreSQL's limit on columns in a table.
+const MAX_COLUMNS: usize = 1600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The decoder was called wrongly (bad `add_table` arguments, feed after finish...).
+    Usage(String),
+    /// The stream's framing is broken.
+    Stream(CopyInError),
+    /// A tuple whose ev_id cannot be read (`index`: 1-based position in the input).
+    Tuple { index: u64, problem: String },
+    /// A malformed event.
+    Event { ev_id: i64, problem: String },
+    /// A payload could not be built (a field over 1 GB...).
+    Encode(EncodeError),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Usage(msg) => f.write_str(msg),
+            DecodeError::Stream(e) => write!(f, "batch stream: {e}"),
+            DecodeError::Tuple { index, problem } => {
+                write!(f, "batch stream, event #{index}: {problem}")
+            }
+            DecodeError::Event { ev_id, problem } => write!(f, "event {ev_id}: {problem}"),
+            DecodeError::Encode(e) => write!(f, "building a COPY payload: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<EncodeError> for DecodeError {
+    fn from(e: EncodeError) -> Self {
+        DecodeError::Encode(e)
+    }
+}
+
+/// A replicated table as the decoder sees it (indices are positions in a full-row payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub name: String,
+    pub ncols: usize,
+    pub key_cols: Vec<usize>,
+    pub out_cols: Vec<usize>,
+    pub walk_cols: Vec<usize>,
+    pub skip_snapshot: Option<Snapshot>,
+}
+
+/// A non-data event (cascade and bookkeeping events), for the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherEvent {
+    pub ev_id: i64,
+    pub ev_type: String,
+    pub extra1: Option<String>,
+    pub data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_in: u64,
+    pub events: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+    pub key_changes: u64,
+    pub skipped_snapshot: u64,
+    pub skipped_table: u64,
+    pub other_events: u64,
+    pub steps: u64,
+    pub step_rows: u64,
+}
+
+impl Stats {
+    pub fn items(&self) -> [(&'static str, u64); 12] {
+        [
+            ("bytes_in", self.bytes_in),
+            ("events", self.events),
+            ("inserts", self.inserts),
+            ("updates", self.updates),
+            ("deletes", self.deletes),
+            ("truncates", self.truncates),
+            ("key_changes", self.key_changes),
+            ("skipped_snapshot", self.skipped_snapshot),
+            ("skipped_table", self.skipped_table),
+            ("other_events", self.other_events),
+            ("steps", self.steps),
+            ("step_rows", self.step_rows),
+        ]
+    }
+}
+
+struct Table {
+    spec: TableSpec,
+    /// Per source column: whether its values need the type map.
+    walk: Vec<bool>,
+    nkeys: u16,
+    nout: u16,
+    rows: KeyedRows,
+}
+
+/// Everything but the stream reader, so the reader's callback can borrow it.
+struct Events {
+    chunk_bytes: usize,
+    exact_order: bool,
+    tables: Vec<Table>,
+    by_name: HashMap<Vec<u8>, usize>,
+    type_map: TypeMap,
+    encodings: Vec<Vec<u8>>,
+    exact: ExactRuns,
+    ready: Vec<Step>,
+    ready_bytes: usize,
+    other: Vec<OtherEvent>,
+    stats: Stats,
+    // Scratch buffers reused for every event.
+    fields: Vec<Field>,
+    old_fields: Vec<Field>,
+    key: Vec<u8>,
+    old_key: Vec<u8>,
+    row: Vec<u8>,
+}
+
+pub struct BatchDecoder {
+    reader: CopyReader,
+    events: Events,
+    finished: bool,
+    failed: bool,
+}
+
+fn int8(v: Option<&[u8]>) -> Option<i64> {
+    Some(i64::from_be_bytes(v?.try_into().ok()?))
+}
+
+/// Appends the picked fields (length word and value) of `payload` to `dst`, rewriting embedded
+/// type OIDs of the columns that need it. `picks`: (field index, source column).
+fn gather(
+    dst: &mut Vec<u8>,
+    payload: &[u8],
+    fields: &[Field],
+    picks: impl Iterator<Item = (usize, usize)>,
+    walk: &[bool],
+    type_map: &TypeMap,
+) -> Result<(), TypeMapError> {
+    dst.clear();
+    for (i, col) in picks {
+        let f = &fields[i];
+        let start = dst.len();
+        dst.extend_from_slice(f.with_len(payload));
+        if walk[col] && f.end - f.start > 4 && type_map.needs_walk(f.oid) {
+            type_map.rewrite(f.oid, &mut dst[start + 4..])?;
+        }
+    }
+    Ok(())
+}
+
+impl BatchDecoder {
+    pub fn new(chunk_bytes: usize, exact_order: bool) -> Self {
+        BatchDecoder {
+            reader: CopyReader::new(),
+            events: Events {
+                chunk_bytes: chunk_bytes.max(1),
+                exact_order,
+                tables: Vec::new(),
+                by_name: HashMap::new(),
+                type_map: TypeMap::default(),
+                encodings: Vec::new(),
+                exact: ExactRuns::new(),
+                ready: Vec::new(),
+                ready_bytes: 0,
+                other: Vec::new(),
+                stats: Stats::default(),
+                fields: Vec::new(),
+                old_fields: Vec::new(),
+                key: Vec::new(),
+                old_key: Vec::new(),
+                row: Vec::new(),
+            },
+            finished: false,
+            failed: false,
+        }
+    }
+
+    pub fn add_table(&mut self, spec: TableSpec) -> Result<(), DecodeError> {
+        let usage = |msg: String| Err(DecodeError::Usage(format!("table {}: {msg}", spec.name)));
+        let ev = &mut self.events;
+        if ev.by_name.contains_key(spec.name.as_bytes()) {
+            return usage("added twice".into());
+        }
+        if spec.ncols == 0 || spec.ncols > MAX_COLUMNS {
+            return usage(format!(
+                "ncols must be 1..{MAX_COLUMNS}, not {}",
+                spec.ncols
+            ));
+        }
+        if spec.key_cols.is_empty() {
+            return usage("key_cols is empty (a key is needed)".into());
+        }
+        for (what, cols) in [
+            ("key_cols", &spec.key_cols),
+            ("out_cols", &spec.out_cols),
+            ("walk_cols", &spec.walk_cols),
+        ] {
+            if let Some(bad) = cols.iter().find(|&&c| c >= spec.ncols) {
+                return usage(format!(
+                    "{what} index {bad} is not below ncols {}",
+                    spec.ncols
+                ));
+            }
+            let mut sorted = cols.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != cols.len() {
+                return usage(format!("{what} repeats a column"));
+            }
+        }
+        if spec.out_cols.is_empty() {
+            return usage("out_cols is empty".into());
+        }
+        let mut walk = vec![false; spec.ncols];
+        for &c in &spec.walk_cols {
+            walk[c] = true;
+        }
+        ev.by_name
+            .insert(spec.name.as_bytes().to_vec(), ev.tables.len());
+        ev.tables.push(Table {
+            nkeys: spec.key_cols.len() as u16,
+            nout: spec.out_cols.len() as u16,
+            spec,
+            walk,
+            rows: KeyedRows::new(),
+        });
+        Ok(())
+    }
+
+    pub fn set_type_map(&mut self, map: TypeMap) {
+        self.events.type_map = map;
+    }
+
+    pub fn table_name(&self, table: usize) -> &str {
+        &self.events.tables[table].spec.name
+    }
+
+    /// The client encoding name of an interned id (None for the database encoding).
+    pub fn encoding_name(&self, id: EncodingId) -> Option<&[u8]> {
+        (id > 0).then(|| self.events.encodings[id as usize - 1].as_slice())
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
+        if self.finished {
+            return Err(DecodeError::Usage("feed() after finish()".into()));
+        }
+        if self.failed {
+            return Err(DecodeError::Usage(
+                "feed() after an error: decode the batch again with a new decoder".into(),
+            ));
+        }
+        self.events.stats.bytes_in += chunk.len() as u64;
+        let events = &mut self.events;
+        let result = self.reader.feed(chunk, |t| events.on_tuple(t));
+        result.map_err(|e| {
+            self.failed = true;
+            match e {
+                FeedError::Copy(c) => DecodeError::Stream(c),
+                FeedError::Tuple(d) => d,
+            }
+        })
+    }
+
+    /// Ends the input: it must have ended after a stream trailer.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        self.reader.finish().map_err(DecodeError::Stream)?;
+        self.finished = true;
+        Ok(())
+    }
+
+    /// Memory held by pending state and undrained steps.
+    pub fn pending_bytes(&self) -> usize {
+        let ev = &self.events;
+        ev.ready_bytes
+            + ev.exact.pending_bytes()
+            + ev.tables
+                .iter()
+                .map(|t| t.rows.pending_bytes())
+                .sum::<usize>()
+            + self.reader.carried()
+    }
+
+    /// Everything decoded so far as steps, in apply order.
+    pub fn drain(&mut self) -> Result<Vec<Step>, DecodeError> {
+        let ev = &mut self.events;
+        ev.flush()?;
+        let steps = std::mem::take(&mut ev.ready);
+        ev.ready_bytes = 0;
+        ev.stats.steps += steps.len() as u64;
+        ev.stats.step_rows += steps.iter().map(|s| s.rows).sum::<u64>();
+        Ok(steps)
+    }
+
+    /// The non-data events seen since the last call.
+    pub fn take_other_events(&mut self) -> Vec<OtherEvent> {
+        std::mem::take(&mut self.events.other)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.events.stats
+    }
+}
+
+impl Events {
+    fn encoding_id(&mut self, name: Option<&[u8]>) -> EncodingId {
+        let Some(name) = name else { return 0 };
+        match self.encodings.iter().position(|e| e == name) {
+            Some(i) => i as EncodingId + 1,
+            None => {
+                self.encodings.push(name.to_vec());
+                self.encodings.len() as EncodingId
+            }
+        }
+    }
+
+    /// Moves what is pending into ready steps.
+    fn flush(&mut self) -> Result<(), DecodeError> {
+        let before = self.ready.len();
+        if self.exact_order {
+            self.exact.close(&mut self.ready)?;
+        } else if self.tables.iter().any(|t| !t.rows.is_empty()) {
+            let mut out = StepSplitter::new(&mut self.ready, self.chunk_bytes);
+            // Children before parents for deletes, parents before children for upserts.
+            for (i, t) in self.tables.iter().enumerate().rev() {
+                t.rows.write_deletes(i, t.nkeys, &mut out)?;
+            }
+            for (i, t) in self.tables.iter().enumerate() {
+                t.rows.write_upserts(i, t.nout, &mut out)?;
+            }
+            out.close()?;
+            for t in &mut self.tables {
+                t.rows.clear();
+            }
+        }
+        self.ready_bytes += self.ready[before..]
+            .iter()
+            .map(|s| s.payload.len())
+            .sum::<usize>();
+        Ok(())
+    }
+
+    fn on_tuple(&mut self, t: &Tuple<'_>) -> Result<(), DecodeError> {
+        self.stats.events += 1;
+        let index = self.stats.events;
+        if t.len() != EVENT_COLUMNS {
+            return Err(DecodeError::Tuple {
+                index,
+                problem: format!(
+                    "{} columns instead of {EVENT_COLUMNS} (ev_id, ev_txid, ev_type, ev_extra1, \
+                     ev_data, ev_extra2, ev_extra4)",
+                    t.len()
+                ),
+            });
+        }
+        let Some(ev_id) = int8(t.field(0)) else {
+            return Err(DecodeError::Tuple {
+                index,
+                problem: "ev_id is not a non-NULL int8".into(),
+            });
+        };
+        let bad = |problem: String| DecodeError::Event { ev_id, problem };
+        let txid = int8(t.field(1)).ok_or_else(|| bad("ev_txid is not a non-NULL xid8".into()))?;
+        let ev_type = t.field(2).ok_or_else(|| bad("ev_type is NULL".into()))?;
+        let op = match ev_type {
+            [op @ (b'I' | b'U' | b'D' | b'R')] => *op,
+            _ => {
+                self.stats.other_events += 1;
+                self.other.push(OtherEvent {
+                    ev_id,
+                    ev_type: String::from_utf8_lossy(ev_type).into_owned(),
+                    extra1: t.field(3).map(|b| String::from_utf8_lossy(b).into_owned()),
+                    data: t.field(4).map(<[u8]>::to_vec),
+                });
+                return Ok(());
+            }
+        };
+        let name = t
+            .field(3)
+            .ok_or_else(|| bad("data event without a table name (ev_extra1)".into()))?;
+        let Some(&ti) = self.by_name.get(name) else {
+            self.stats.skipped_table += 1;
+            return Ok(());
+        };
+        if let Some(snap) = &self.tables[ti].spec.skip_snapshot {
+            if snap.visible(txid as u64) {
+                self.stats.skipped_snapshot += 1;
+                return Ok(());
+            }
+        }
+        let encoding = self.encoding_id(t.field(6));
+        if op == b'R' {
+            self.stats.truncates += 1;
+            self.flush()?;
+            self.ready.push(Step::truncate(ti));
+            return Ok(());
+        }
+        let data = t
+            .field(4)
+            .ok_or_else(|| bad(format!("{} event with NULL ev_data", op as char)))?;
+        let key_changed = self.decode_row(ti, op, data, t.field(5)).map_err(bad)?;
+        self.apply(ti, op, key_changed, encoding)?;
+        Ok(())
+    }
+
+    /// Fills `self.key` and (I/U) `self.row`, and `self.old_key` for a key change (returned).
+    fn decode_row(
+        &mut self,
+        ti: usize,
+        op: u8,
+        data: &[u8],
+        old_key: Option<&[u8]>,
+    ) -> Result<bool, String> {
+        let table = &self.tables[ti];
+        let spec = &table.spec;
+        let record = |e: RecordError| format!("ev_data of table {}: {e}", spec.name);
+        let types = |e: TypeMapError| format!("table {}: {e}", spec.name);
+        parse_record(data, &mut self.fields).map_err(record)?;
+        if op == b'D' {
+            if self.fields.len() != spec.key_cols.len() {
+                return Err(format!(
+                    "delete of table {} carries {} key fields, expected {}",
+                    spec.name,
+                    self.fields.len(),
+                    spec.key_cols.len()
+                ));
+            }
+            let picks = spec.key_cols.iter().copied().enumerate();
+            gather(
+                &mut self.key,
+                data,
+                &self.fields,
+                picks,
+                &table.walk,
+                &self.type_map,
+            )
+            .map_err(types)?;
+            return Ok(false);
+        }
+        if self.fields.len() != spec.ncols {
+            return Err(format!(
+                "row of table {} has {} fields, expected {} (did its columns change without \
+                 the subscriber being told?)",
+                spec.name,
+                self.fields.len(),
+                spec.ncols
+            ));
+        }
+        let picks = spec.key_cols.iter().map(|&c| (c, c));
+        gather(
+            &mut self.key,
+            data,
+            &self.fields,
+            picks,
+            &table.walk,
+            &self.type_map,
+        )
+        .map_err(types)?;
+        let picks = spec.out_cols.iter().map(|&c| (c, c));
+        gather(
+            &mut self.row,
+            data,
+            &self.fields,
+            picks,
+            &table.walk,
+            &self.type_map,
+        )
+        .map_err(types)?;
+        let Some(old) = old_key.filter(|_| op == b'U') else {
+            return Ok(false);
+        };
+        parse_record(old, &mut self.old_fields)
+            .map_err(|e| format!("old key (ev_extra2) of table {}: {e}", spec.name))?;
+        if self.old_fields.len() != spec.key_cols.len() {
+            return Err(format!(
+                "old key of table {} has {} fields, expected {}",
+                spec.name,
+                self.old_fields.len(),
+                spec.key_cols.len()
+            ));
+        }
+        let picks = spec.key_cols.iter().copied().enumerate();
+        gather(
+            &mut self.old_key,
+            old,
+            &self.old_fields,
+            picks,
+            &table.walk,
+            &self.type_map,
+        )
+        .map_err(types)?;
+        Ok(self.old_key != self.key)
+    }
+
+    fn apply(
+        &mut self,
+        ti: usize,
+        op: u8,
+        key_changed: bool,
+        enc: EncodingId,
+    ) -> Result<(), DecodeError> {
+        match op {
+            b'I' => self.stats.inserts += 1,
+            b'U' => self.stats.updates += 1,
+            _ => self.stats.deletes += 1,
+        }
+        self.stats.key_changes += key_changed as u64;
+        let table = &mut self.tables[ti];
+        let (nkeys, nout) = (table.nkeys, table.nout);
+        if !self.exact_order {
+            let rows = &mut table.rows;
+            match op {
+                b'D' => rows.delete(&self.key, enc),
+                _ if key_changed => {
+                    rows.delete(&self.old_key, enc);
+                    rows.upsert(&self.key, &self.row, true, enc);
+                }
+                _ => rows.upsert(&self.key, &self.row, op == b'I', enc),
+            }
+            return Ok(());
+        }
+        let (cb, out) = (self.chunk_bytes, &mut self.ready);
+        let before = out.len();
+        let ex = &mut self.exact;
+        match op {
+            b'D' => ex.push(
+                StepKind::Delete,
+                ti,
+                enc,
+                &self.key,
+                nkeys,
+                &self.key,
+                cb,
+                out,
+            )?,
+            _ => {
+                if key_changed {
+                    let old = &self.old_key;
+                    ex.push(StepKind::Delete, ti, enc, old, nkeys, old, cb, out)?;
+                }
+                ex.push(
+                    StepKind::Upsert,
+                    ti,
+                    enc,
+                    &self.key,
+                    nout,
+                    &self.row,
+                    cb,
+                    out,
+                )?;
+            }
+        }
+        self.ready_bytes += out[before..].iter().map(|s| s.payload.len()).sum::<usize>();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy_binary::CopyWriter;
+    use crate::record::build_record;
+    use crate::typemap::{Kind, TypeInfo};
+    use std::collections::BTreeMap;
+
+    const INT4: u32 = 23;
+    const TEXT: u32 = 25;
+
+    #[derive(Clone)]
+    struct Ev {
+        id: i64,
+        txid: i64,
+        ty: &'static str,
+        table: Option<&'static str>,
+        data: Option<Vec<u8>>,
+        extra2: Option<Vec<u8>>,
+        enc: Option<&'static str>,
+    }
+
+    fn row(id: i32, val: &str) -> Vec<u8> {
+        build_record(&[
+            (INT4, Some(&id.to_be_bytes())),
+            (TEXT, Some(val.as_bytes())),
+        ])
+    }
+
+    fn key(id: i32) -> Vec<u8> {
+        build_record(&[(INT4, Some(&id.to_be_bytes()))])
+    }
+
+    fn ev(ty: &'static str, table: &'static str, data: Option<Vec<u8>>) -> Ev {
+        Ev {
+            id: 0,
+            txid: 1000,
+            ty,
+            table: Some(table),
+            data,
+            extra2: None,
+            enc: None,
+        }
+    }
+
+    fn ins(t: &'static str, id: i32, v: &str) -> Ev {
+        ev("I", t, Some(row(id, v)))
+    }
+    fn upd(t: &'static str, id: i32, v: &str) -> Ev {
+        ev("U", t, Some(row(id, v)))
+    }
+    fn rekey(t: &'static str, old: i32, id: i32, v: &str) -> Ev {
+        Ev {
+            extra2: Some(key(old)),
+            ..ev("U", t, Some(row(id, v)))
+        }
+    }
+    fn del(t: &'static str, id: i32) -> Ev {
+        ev("D", t, Some(key(id)))
+    }
+    fn trunc(t: &'static str) -> Ev {
+        ev("R", t, None)
+    }
+
+    fn stream(evs: &[Ev]) -> Vec<u8> {
+        let mut w = CopyWriter::new();
+        for (i, e) in evs.iter().enumerate() {
+            w.begin_row(7).unwrap();
+            w.i64(if e.id == 0 { i as i64 + 1 } else { e.id });
+            w.i64(e.txid);
+            w.text(e.ty).unwrap();
+            match e.table {
+                Some(t) => w.text(t).unwrap(),
+                None => w.null(),
+            }
+            for b in [&e.data, &e.extra2] {
+                match b {
+                    Some(b) => w.raw(b).unwrap(),
+                    None => w.null(),
+                }
+            }
+            match e.enc {
+                Some(x) => w.text(x).unwrap(),
+                None => w.null(),
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    fn spec(name: &str) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            ncols: 2,
+            key_cols: vec![0],
+            out_cols: vec![0, 1],
+            walk_cols: vec![],
+            skip_snapshot: None,
+        }
+    }
+
+    fn decoder(exact: bool, tables: &[&str]) -> BatchDecoder {
+        let mut d = BatchDecoder::new(64 << 20, exact);
+        for t in tables {
+            d.add_table(spec(t)).unwrap();
+        }
+        d
+    }
+
+    type Rows = Vec<Vec<Option<Vec<u8>>>>;
+
+    fn copy_rows(payload: &[u8]) -> Rows {
+        let mut rows = Vec::new();
+        let mut r = CopyReader::new();
+        r.feed(payload, |t| {
+            rows.push(
+                (0..t.len())
+                    .map(|i| t.field(i).map(<[u8]>::to_vec))
+                    .collect(),
+            );
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        r.finish().unwrap();
+        rows
+    }
+
+    fn ids(payload: &[u8]) -> Vec<i32> {
+        copy_rows(payload)
+            .iter()
+            .map(|r| i32::from_be_bytes(r[0].as_ref().unwrap()[..].try_into().unwrap()))
+            .collect()
+    }
+
+    /// (kind, table, ids) of each step.
+    fn summary(steps: &[Step]) -> Vec<(&'static str, usize, Vec<i32>)> {
+        steps
+            .iter()
+            .map(|s| {
+                let ids = if s.kind == StepKind::Truncate {
+                    assert!(s.payload.is_empty());
+                    vec![]
+                } else {
+                    ids(&s.payload)
+                };
+                assert_eq!(ids.len() as u64, s.rows);
+                (s.kind.as_str(), s.table, ids)
+            })
+            .collect()
+    }
+
+    fn run(d: &mut BatchDecoder, evs: &[Ev]) -> Vec<Step> {
+        d.feed(&stream(evs)).unwrap();
+        d.finish().unwrap();
+        d.drain().unwrap()
+    }
+
+    /// Applies steps to per-table maps id -> value, like the apply does to real tables.
+    fn apply(state: &mut [BTreeMap<i32, Vec<u8>>], steps: &[Step]) {
+        for s in steps {
+            let t = &mut state[s.table];
+            match s.kind {
+                StepKind::Truncate => t.clear(),
+                StepKind::Delete => ids(&s.payload).iter().for_each(|k| {
+                    t.remove(k);
+                }),
+                StepKind::Upsert => {
+                    for r in copy_rows(&s.payload) {
+                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
+                        t.insert(id, r[1].clone().unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn coalesces_to_final_state() {
+        let evs = [
+            ins("t", 1, "a"),
+            upd("t", 1, "b"),
+            ins("t", 2, "x"),
+            del("t", 2),
+            del("t", 3),
+            upd("t", 4, "q"),
+        ];
+        let steps = run(&mut decoder(false, &["t"]), &evs);
+        assert_eq!(
+            summary(&steps),
+            vec![("delete", 0, vec![3]), ("upsert", 0, vec![1, 4])]
+        );
+        let rows = copy_rows(&steps[1].payload);
+        assert_eq!(rows[0][1].as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn key_change_is_delete_plus_upsert() {
+        let steps = run(&mut decoder(false, &["t"]), &[rekey("t", 1, 2, "v")]);
+        assert_eq!(
+            summary(&steps),
+            vec![("delete", 0, vec![1]), ("upsert", 0, vec![2])]
+        );
+        // Changing the key there and back again leaves an update of the original key.
+        let evs = [rekey("t", 1, 2, "v"), rekey("t", 2, 1, "w")];
+        let steps = run(&mut decoder(false, &["t"]), &evs);
+        assert_eq!(summary(&steps), vec![("upsert", 0, vec![1])]);
+    }
+
+    #[test]
+    fn delete_then_reinsert_is_one_upsert() {
+        let steps = run(
+            &mut decoder(false, &["t"]),
+            &[del("t", 1), ins("t", 1, "new")],
+        );
+        assert_eq!(summary(&steps), vec![("upsert", 0, vec![1])]);
+    }
+
+    #[test]
+    fn truncate_is_a_barrier() {
+        let evs = [
+            ins("t", 1, "a"),
+            ins("u", 9, "z"),
+            trunc("t"),
+            ins("t", 2, "b"),
+        ];
+        let steps = run(&mut decoder(false, &["t", "u"]), &evs);
+        assert_eq!(
+            summary(&steps),
+            vec![
+                ("upsert", 0, vec![1]),
+                ("upsert", 1, vec![9]),
+                ("truncate", 0, vec![]),
+                ("upsert", 0, vec![2]),
+            ]
+        );
+    }
+
+    #[test]
+    fn deletes_children_first_upserts_parents_first() {
+        let evs = [
+            del("parent", 1),
+            del("child", 10),
+            ins("child", 11, "c"),
+            ins("parent", 2, "p"),
+        ];
+        let steps = run(&mut decoder(false, &["parent", "child"]), &evs);
+        assert_eq!(
+            summary(&steps),
+            vec![
+                ("delete", 1, vec![10]),
+                ("delete", 0, vec![1]),
+                ("upsert", 0, vec![2]),
+                ("upsert", 1, vec![11]),
+            ]
+        );
+    }
+
+    #[test]
+    fn exact_mode_runs_break_on_key_repeat_and_kind() {
+        let evs = [
+            upd("t", 1, "tmp"),
+            upd("t", 2, "a"),
+            upd("t", 1, "b"),
+            ins("t", 3, "c"),
+            del("t", 4),
+            del("t", 5),
+            rekey("t", 3, 6, "d"),
+            ins("u", 1, "x"),
+        ];
+        let steps = run(&mut decoder(true, &["t", "u"]), &evs);
+        assert_eq!(
+            summary(&steps),
+            vec![
+                ("upsert", 0, vec![1, 2]),
+                ("upsert", 0, vec![1, 3]),
+                ("delete", 0, vec![4, 5, 3]),
+                ("upsert", 0, vec![6]),
+                ("upsert", 1, vec![1]),
+            ]
+        );
+    }
+
+    #[test]
+    fn skips_unknown_tables_and_snapshot_visible_events_keeps_other_events() {
+        let mut d = decoder(false, &[]);
+        d.add_table(TableSpec {
+            skip_snapshot: Some(Snapshot::new(100, 200, vec![150])),
+            ..spec("t")
+        })
+        .unwrap();
+        let at = |txid, e: Ev| Ev { txid, ..e };
+        let evs = [
+            at(99, ins("t", 1, "copied")),
+            at(150, ins("t", 2, "in progress at copy")),
+            at(170, ins("t", 3, "committed before copy")),
+            at(250, ins("t", 4, "after copy")),
+            ins("other", 5, "not ours"),
+            Ev {
+                data: Some(b"public.t".to_vec()),
+                ..ev("londiste.add-table", "x", None)
+            },
+        ];
+        let steps = run(&mut d, &evs);
+        assert_eq!(summary(&steps), vec![("upsert", 0, vec![2, 4])]);
+        let st = d.stats();
+        assert_eq!((st.skipped_snapshot, st.skipped_table), (2, 1));
+        assert_eq!(st.other_events, 1);
+        assert_eq!(
+            d.take_other_events(),
+            vec![OtherEvent {
+                ev_id: 6,
+                ev_type: "londiste.add-table".into(),
+                extra1: Some("x".into()),
+                data: Some(b"public.t".to_vec()),
+            }]
+        );
+        assert!(d.take_other_events().is_empty());
+    }
+
+    #[test]
+    fn encodings_get_separate_steps() {
+        let latin = |e: Ev| Ev {
+            enc: Some("LATIN1"),
+            ..e
+        };
+        let evs = [ins("t", 1, "a"), latin(ins("t", 2, "b")), ins("t", 3, "c")];
+        let mut d = decoder(false, &["t"]);
+        let steps = run(&mut d, &evs);
+        assert_eq!(
+            summary(&steps),
+            vec![("upsert", 0, vec![1, 3]), ("upsert", 0, vec![2])]
+        );
+        assert_eq!(d.encoding_name(steps[0].encoding), None);
+        assert_eq!(d.encoding_name(steps[1].encoding), Some(&b"LATIN1"[..]));
+    }
+
+    #[test]
+    fn out_cols_pick_and_reorder_columns() {
+        let mut d = BatchDecoder::new(1 << 20, false);
+        d.add_table(TableSpec {
+            ncols: 3,
+            key_cols: vec![2],
+            out_cols: vec![2, 0],
+            ..spec("t")
+        })
+        .unwrap();
+        let data = build_record(&[
+            (TEXT, Some(b"v")),
+            (TEXT, None),
+            (INT4, Some(&[0, 0, 0, 7])),
+        ]);
+        let steps = run(&mut d, &[ev("I", "t", Some(data))]);
+        assert_eq!(
+            copy_rows(&steps[0].payload),
+            vec![vec![Some(vec![0, 0, 0, 7]), Some(b"v".to_vec())]]
+        );
+    }
+
+    #[test]
+    fn walk_cols_rewrite_embedded_oids() {
+        let mut d = BatchDecoder::new(1 << 20, false);
+        d.add_table(TableSpec {
+            walk_cols: vec![1],
+            ..spec("t")
+        })
+        .unwrap();
+        let info = |dst, kind, inner| TypeInfo { dst, kind, inner };
+        d.set_type_map(TypeMap::new(std::collections::HashMap::from([
+            (5000, info(6000, Kind::Scalar, 0)),
+            (5001, info(6001, Kind::Array, 5000)),
+        ])));
+        let mut arr = Vec::new();
+        for w in [1i32, 0, 5000, 1, 1, 3] {
+            arr.extend_from_slice(&w.to_be_bytes());
+        }
+        arr.extend_from_slice(b"red");
+        let data = build_record(&[(INT4, Some(&[0, 0, 0, 1])), (5001, Some(&arr))]);
+        let steps = run(&mut d, &[ev("I", "t", Some(data))]);
+        let got = copy_rows(&steps[0].payload)[0][1].clone().unwrap();
+        assert_eq!(got[8..12], 6000u32.to_be_bytes());
+        assert_eq!(got[12..], arr[12..]);
+    }
+
+    #[test]
+    fn malformed_events_name_the_event() {
+        let cases: Vec<(Ev, &str)> = vec![
+            (
+                ev("I", "t", Some(key(1))),
+                "event 1: row of table t has 1 fields, expected 2",
+            ),
+            (
+                ev("D", "t", Some(row(1, "x"))),
+                "event 1: delete of table t carries 2 key fields",
+            ),
+            (ev("I", "t", None), "event 1: I event with NULL ev_data"),
+            (
+                ev("U", "t", Some(vec![0, 0, 0, 1, 0])),
+                "event 1: ev_data of table t:",
+            ),
+            (
+                Ev {
+                    table: None,
+                    ..ins("t", 1, "a")
+                },
+                "event 1: data event without a table name",
+            ),
+            (
+                Ev {
+                    extra2: Some(row(1, "x")),
+                    ..upd("t", 2, "b")
+                },
+                "event 1: old key of table t has 2 fields, expected 1",
+            ),
+        ];
+        for (e, want) in cases {
+            let mut d = decoder(false, &["t"]);
+            let err = d.feed(&stream(&[e])).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+            assert!(d.feed(b"").unwrap_err().to_string().contains("new decoder"));
+        }
+        let mut d = decoder(false, &["t"]);
+        let mut w = CopyWriter::new();
+        w.begin_row(2).unwrap();
+        w.i64(1);
+        w.i64(1);
+        let err = d.feed(&w.finish().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("batch stream, event #1: 2 columns instead of 7"),
+            "{err}"
+        );
+        let mut d = decoder(false, &["t"]);
+        d.feed(&stream(&[ins("t", 1, "a")])[..30]).unwrap();
+        assert_eq!(
+            d.finish().unwrap_err().to_string(),
+            "batch stream: binary COPY stream ends before its trailer"
+        );
+    }
+
+    #[test]
+    fn bad_table_specs_are_refused() {
+        let mut d = decoder(false, &["t"]);
+        let cases = [
+            (spec("t"), "table t: added twice"),
+            (
+                TableSpec {
+                    key_cols: vec![],
+                    ..spec("a")
+                },
+                "table a: key_cols is empty",
+            ),
+            (
+                TableSpec {
+                    key_cols: vec![2],
+                    ..spec("a")
+                },
+                "table a: key_cols index 2",
+            ),
+            (
+                TableSpec {
+                    out_cols: vec![0, 0],
+                    ..spec("a")
+                },
+                "table a: out_cols repeats",
+            ),
+            (
+                TableSpec {
+                    ncols: 0,
+                    ..spec("a")
+                },
+                "table a: ncols must be",
+            ),
+        ];
+        for (s, want) in cases {
+            let err = d.add_table(s).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} vs {want:?}");
+        }
+    }
+
+    /// A tiny deterministic generator (xorshift64*), so the test needs no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Random valid event histories over two tables, applied with random chunk splits and
+    /// drains, in both modes: the result always equals replaying the events one by one.
+    #[test]
+    fn random_histories_apply_to_the_same_state() {
+        let names = ["t", "u"];
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut truth: Vec<BTreeMap<i32, Vec<u8>>> = vec![BTreeMap::new(); 2];
+            let mut evs = Vec::new();
+            for n in 0..rng.below(60) {
+                let t = rng.below(2) as usize;
+                let id = rng.below(8) as i32;
+                let val = format!("v{n}");
+                let exists = truth[t].contains_key(&id);
+                let e = match (rng.below(10), exists) {
+                    (0, _) => {
+                        truth[t].clear();
+                        trunc(names[t])
+                    }
+                    (1..=3, true) => {
+                        truth[t].remove(&id);
+                        del(names[t], id)
+                    }
+                    (4..=5, true) => {
+                        let new = rng.below(8) as i32;
+                        if truth[t].contains_key(&new) {
+                            continue;
+                        }
+                        truth[t].remove(&id);
+                        truth[t].insert(new, val.clone().into_bytes());
+                        rekey(names[t], id, new, &val)
+                    }
+                    (_, true) => {
+                        truth[t].insert(id, val.clone().into_bytes());
+                        upd(names[t], id, &val)
+                    }
+                    (_, false) => {
+                        truth[t].insert(id, val.clone().into_bytes());
+                        ins(names[t], id, &val)
+                    }
+                };
+                evs.push(e);
+            }
+            let s = stream(&evs);
+            for exact in [false, true] {
+                let mut d = decoder(exact, &names);
+                let mut state = vec![BTreeMap::new(); 2];
+                let mut pos = 0;
+                while pos < s.len() {
+                    let end = (pos + 1 + rng.below(80) as usize).min(s.len());
+                    d.feed(&s[pos..end]).unwrap();
+                    pos = end;
+                    if rng.below(4) == 0 {
+                        apply(&mut state, &d.drain().unwrap());
+                    }
+                }
+                d.finish().unwrap();
+                apply(&mut state, &d.drain().unwrap());
+                assert_eq!(state, truth, "seed {seed}, exact {exact}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_at_every_offset_gives_the_same_steps() {
+        let evs = [
+            ins("t", 1, "a"),
+            rekey("t", 1, 2, "b"),
+            del("t", 3),
+            trunc("t"),
+            ins("t", 4, "héllo\n\\,"),
+        ];
+        let s = stream(&evs);
+        let whole = run(&mut decoder(false, &["t"]), &evs);
+        for i in 0..=s.len() {
+            let mut d = decoder(false, &["t"]);
+            d.feed(&s[..i]).unwrap();
+            d.feed(&s[i..]).unwrap();
+            d.finish().unwrap();
+            assert_eq!(d.drain().unwrap(), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_draining_at_chunk_bytes() {
+        let chunk = 16 << 10;
+        for exact in [false, true] {
+            let mut d = BatchDecoder::new(chunk, exact);
+            d.add_table(spec("t")).unwrap();
+            let mut peak = 0;
+            let mut rows = 0;
+            let mut steps = 0;
+            let value = "x".repeat(100);
+            for batch in 0..200 {
+                let evs: Vec<Ev> = (0..50).map(|i| ins("t", batch * 50 + i, &value)).collect();
+                d.feed(&stream(&evs)).unwrap();
+                peak = peak.max(d.pending_bytes());
+                if d.pending_bytes() >= chunk {
+                    for s in d.drain().unwrap() {
+                        // Each step stays near chunk_bytes, whatever the backlog.
+                        assert!(s.payload.len() < chunk + 200, "{}", s.payload.len());
+                        rows += s.rows;
+                        steps += 1;
+                    }
+                    assert!(d.pending_bytes() < 100);
+                }
+            }
+            d.finish().unwrap();
+            rows += d.drain().unwrap().iter().map(|s| s.rows).sum::<u64>();
+            assert_eq!(rows, 10_000);
+            assert!(steps > 50, "{steps}");
+            // One fed stream (50 rows, ~7 KB) past the threshold at most.
+            assert!(peak < chunk + (16 << 10), "exact {exact}: peak {peak}");
+        }
+    }
+
+    /// Throughput on 1M synthetic events: `cargo test --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn throughput_one_million_events() {
+        let value = "some text value of moderate size";
+        let n = 1_000_000i32;
+        let evs: Vec<Ev> = (0..n)
+            .map(|i| match i % 10 {
+                0..=5 => ins("t", i, value),
+                6..=8 => upd("t", i - 3, value),
+                _ => del("t", i - 9),
+            })
+            .collect();
+        let s = stream(&evs);
+        for exact in [false, true] {
+            let mut d = BatchDecoder::new(64 << 20, exact);
+            d.add_table(spec("t")).unwrap();
+            let start = std::time::Instant::now();
+            let mut out = 0;
+            for c in s.chunks(1 << 20) {
+                d.feed(c).unwrap();
+                if d.pending_bytes() >= 64 << 20 {
+                    out += d.drain().unwrap().len();
+                }
+            }
+            d.finish().unwrap();
+            out += d.drain().unwrap().len();
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "exact={exact}: {n} events, {} MB in {secs:.3}s = {:.0} events/s ({out} steps)",
+                s.len() >> 20,
+                n as f64 / secs
+            );
+        }
+    }
+}

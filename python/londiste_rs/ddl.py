@@ -1,0 +1,520 @@
+"""Table definitions read from the catalog (no pg_dump): resolving user-written table names,
+creating a missing subscriber table from the provider's definition (`--create`,
+`--create-full`), and dropping / restoring a table's secondary indexes and foreign keys around
+a bulk load.
+
+Catalog reads run with an empty search_path, so `format_type`, `pg_get_expr`,
+`pg_get_indexdef` and `pg_get_constraintdef` return schema-qualified, server-quoted SQL that
+means the same thing on the subscriber.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from londiste_rs.db import first_line
+from londiste_rs.errors import TableError
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+TABLE_KINDS = ("r", "p")
+SEQUENCE_KINDS = ("S",)
+_GLOB_CHARS = set("*?[")
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "londiste_rs")
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """A schema-qualified relation name. `str()` is the global name events carry
+    (`schema.table`, each part quoted only when needed, as quote_ident does)."""
+
+    schema: str
+    name: str
+    text: str = field(default="", compare=False)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:
+        return self.text or f"{_quote(self.schema)}.{_quote(self.name)}"
+
+
+def _quote(part: str) -> str:
+    """quote_ident without the keyword list: used only for names not read from a server."""
+    plain = part and (part[0].islower() or part[0] == "_") and part.isascii()
+    plain = plain and all(c.islower() or c.isdigit() or c in "_$" for c in part)
+    return part if plain else '"' + part.replace('"', '""') + '"'
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+def parse_name(text: str) -> tuple[tuple[str, bool], tuple[str, bool]]:
+    """Splits `schema.table` (either part possibly "quoted") into ((schema, quoted),
+    (table, quoted)); unquoted parts fold to lower case like SQL; no schema means public."""
+    parts: list[tuple[str, bool]] = []
+    i, n = 0, len(text)
+    while True:
+        if i < n and text[i] == '"':
+            j, buf = i + 1, []
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    raise TableError(f"table name {text!r} has an unclosed quote; close it")
+                buf.append(text[j:k])
+                if text[k + 1 : k + 2] == '"':
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            parts.append(("".join(buf), True))
+        else:
+            k = text.find(".", i)
+            k = n if k < 0 else k
+            part = text[i:k].strip()
+            if not part or '"' in part:
+                raise TableError(
+                    f"table name {text!r} is not a valid [schema.]table name; "
+                    'quote names with dots, spaces or capitals: public."My Table"'
+                )
+            parts.append((part.lower(), False))
+            i = k
+        if i >= n:
+            break
+        if text[i] != ".":
+            raise TableError(f"table name {text!r} has text after a quoted part; put a dot there")
+        i += 1
+    if len(parts) == 1:
+        return ("public", True), parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise TableError(f"table name {text!r} has more than two parts; write it as schema.table")
+
+
+def _is_glob(part: tuple[str, bool]) -> bool:
+    return not part[1] and bool(_GLOB_CHARS & set(part[0]))
+
+
+def _matches(part: tuple[str, bool], value: str) -> bool:
+    return fnmatch.fnmatchcase(value, part[0]) if _is_glob(part) else value == part[0]
+
+
+_RELATIONS = """
+select n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind = any(%s) and not c.relispartition
+  and n.nspname <> all(%s) and n.nspname !~ '^pg_(toast|temp)'
+"""
+
+
+def resolve(
+    conn: Conn,
+    patterns: Iterable[str | TableName],
+    *,
+    kinds: Sequence[str] = TABLE_KINDS,
+    where: str = "the database",
+) -> list[TableName]:
+    """User-written names or globs (`orders`, `public."Mixed Case"`, `public.*`) to the
+    qualified names that exist, in the order asked, without duplicates. A name that does not
+    exist, or a glob that matches nothing, raises one TableError."""
+    what = "sequence" if tuple(kinds) == SEQUENCE_KINDS else "table"
+    out: list[TableName] = []
+    for pattern in patterns:
+        if isinstance(pattern, TableName):
+            schema, table = (pattern.schema, True), (pattern.name, True)
+            shown = str(pattern)
+        else:
+            schema, table = parse_name(pattern)
+            shown = pattern
+        query = _RELATIONS
+        params: list[Any] = [list(kinds), list(_SYSTEM_SCHEMAS)]
+        if not _is_glob(schema):
+            query += " and n.nspname = %s"
+            params.append(schema[0])
+        if not _is_glob(table):
+            query += " and c.relname = %s"
+            params.append(table[0])
+        rows = conn.execute(query + " order by 1, 2", params).fetchall()
+        hits = [
+            TableName(r[0], r[1], r[2])
+            for r in rows
+            if _matches(schema, r[0]) and _matches(table, r[1])
+        ]
+        if not hits:
+            if _is_glob(schema) or _is_glob(table):
+                raise TableError(f"no {what} on {where} matches {shown!r}; check the pattern")
+            raise TableError(
+                f"{what} {shown!r} does not exist on {where}; check the name "
+                '(quote mixed-case names: public."My Table") or create it'
+            )
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def resolve_one(
+    conn: Conn, name: str | TableName, *, kinds: Sequence[str] = TABLE_KINDS, where: str
+) -> TableName:
+    """One exact name (no glob) resolved as `resolve` does."""
+    found = resolve(conn, [name], kinds=kinds, where=where)
+    if len(found) != 1:
+        raise TableError(f"{name!s} names {len(found)} relations on {where}; name exactly one")
+    return found[0]
+
+
+def _always_quoted(table: TableName) -> str:
+    return ".".join('"' + p.replace('"', '""') + '"' for p in (table.schema, table.name))
+
+
+def exists(conn: Conn, table: TableName) -> bool:
+    row = conn.execute("select to_regclass(%s) is not null", [_always_quoted(table)]).fetchone()
+    return bool(row and row[0])
+
+
+def _regclass(table: TableName) -> sql.Composable:
+    """`'"schema"."table"'::regclass` for catalog queries."""
+    return sql.SQL("{}::regclass").format(sql.Literal(_always_quoted(table)))
+
+
+def _empty_search_path(conn: Conn) -> None:
+    """For the rest of the current transaction: catalog functions print qualified names."""
+    conn.execute("select set_config('search_path', '', true)")
+
+
+# -- columns -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type, schema-qualified for non-builtin types
+    type_oid: int
+    not_null: bool
+    generated: bool  # GENERATED ALWAYS AS (...) STORED
+    identity: str  # '' | 'a' (ALWAYS) | 'd' (BY DEFAULT)
+    expr: str | None  # default or generation expression
+    collation: sql.Composable | None  # only when it differs from the type's
+
+
+_COLUMNS = """
+select a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, a.attnotnull,
+       a.attgenerated <> '', a.attidentity::text, pg_get_expr(d.adbin, d.adrelid),
+       case when a.attcollation <> t.typcollation then cn.nspname end, co.collname
+from pg_attribute a
+join pg_type t on t.oid = a.atttypid
+left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+left join pg_collation co on co.oid = a.attcollation
+left join pg_namespace cn on cn.oid = co.collnamespace
+where a.attrelid = {} and a.attnum > 0 and not a.attisdropped
+order by a.attnum
+"""
+
+
+def columns(conn: Conn, table: TableName) -> list[Column]:
+    """The table's live columns in order. Sets an empty search_path for the transaction."""
+    _empty_search_path(conn)
+    rows = conn.execute(sql.SQL(_COLUMNS).format(_regclass(table))).fetchall()
+    return [
+        Column(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], sql.Identifier(r[7], r[8]) if r[7] else None
+        )
+        for r in rows
+    ]
+
+
+# -- create --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Seq:
+    name: TableName
+    type: str
+    start: int
+    increment: int
+    minvalue: int
+    maxvalue: int
+    cache: int
+    cycle: bool
+
+    def options(self) -> sql.Composed:
+        return sql.SQL("START WITH {} INCREMENT BY {} MINVALUE {} MAXVALUE {} CACHE {} {}").format(
+            sql.Literal(self.start),
+            sql.Literal(self.increment),
+            sql.Literal(self.minvalue),
+            sql.Literal(self.maxvalue),
+            sql.Literal(self.cache),
+            sql.SQL("CYCLE" if self.cycle else "NO CYCLE"),
+        )
+
+
+# Sequences that belong to a column: serial ones (deptype 'a') and identity ones ('i').
+_OWNED_SEQUENCES = """
+select a.attname, d.deptype::text, n.nspname, c.relname,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       format_type(s.seqtypid, null), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+       s.seqcache, s.seqcycle
+from pg_depend d
+join pg_class c on c.oid = d.objid and c.relkind = 'S'
+join pg_namespace n on n.oid = c.relnamespace
+join pg_sequence s on s.seqrelid = c.oid
+join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
+  and d.refobjid = {} and d.deptype in ('a', 'i')
+"""
+
+
+def _owned_sequences(conn: Conn, table: TableName) -> dict[str, tuple[str, _Seq]]:
+    """column name -> (deptype, sequence)."""
+    rows = conn.execute(sql.SQL(_OWNED_SEQUENCES).format(_regclass(table))).fetchall()
+    return {r[0]: (r[1], _Seq(TableName(r[2], r[3], r[4]), *r[5:12])) for r in rows}
+
+
+def _constraints(conn: Conn, table: TableName, types: str) -> list[tuple[str, str]]:
+    """(name, pg_get_constraintdef) of the table's own constraints of the given contypes."""
+    rows = conn.execute(
+        sql.SQL(
+            "select conname, pg_get_constraintdef(oid) from pg_constraint"
+            " where conrelid = {} and contype = any(%s) and coninhcount = 0"
+            " order by contype desc, conname"
+        ).format(_regclass(table)),
+        [list(types)],
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _plain_indexes(conn: Conn, table: TableName) -> list[tuple[str, str]]:
+    """(qualified name, pg_get_indexdef) of indexes that back no constraint."""
+    rows = conn.execute(
+        sql.SQL(
+            "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i"
+            " where i.indrelid = {} and not exists"
+            " (select from pg_constraint c where c.conindid = i.indexrelid)"
+            " order by 1"
+        ).format(_regclass(table))
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+@dataclass
+class CreatePlan:
+    """What `create_table` runs on the subscriber, in order."""
+
+    table: TableName
+    statements: list[sql.SQL | sql.Composed]
+    sequences: list[TableName]
+
+
+def plan_create(src: Conn, table: TableName, *, full: bool) -> CreatePlan:
+    """Reads `table`'s definition on the provider and returns the DDL that recreates it:
+    columns (type, NOT NULL) and primary key; with `full` also collations, defaults, identity,
+    generated columns, CHECK/UNIQUE/EXCLUDE constraints, plain indexes and the sequences of
+    serial columns (created, then OWNED BY their column). Foreign keys are left out: the
+    tables they reference may not be there yet."""
+    with src.transaction():
+        kind = src.execute(
+            sql.SQL("select relkind::text from pg_class where oid = {}").format(_regclass(table))
+        ).fetchone()
+        if kind and kind[0] == "p":
+            raise TableError(
+                f"{table} is partitioned on the provider; create it and its partitions on the "
+                "subscriber by hand, then add the partitions"
+            )
+        cols = columns(src, table)
+        owned = _owned_sequences(src, table) if full else {}
+        pkey = _constraints(src, table, "p")
+        others = _constraints(src, table, "cux") if full else []
+        indexes = _plain_indexes(src, table) if full else []
+
+    stmts: list[sql.SQL | sql.Composed] = [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema))
+    ]
+    serial: list[tuple[str, _Seq]] = []
+    for col, (deptype, seq) in owned.items():
+        if deptype == "a":
+            serial.append((col, seq))
+            stmts.append(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(seq.name.schema))
+            )
+            stmts.append(
+                sql.SQL("CREATE SEQUENCE {} AS {} {}").format(
+                    seq.name.ident, sql.SQL(seq.type), seq.options()
+                )
+            )
+    defs: list[sql.Composable] = []
+    for c in cols:
+        parts: list[sql.Composable] = [sql.Identifier(c.name), sql.SQL(c.type)]
+        if full and c.collation is not None:
+            parts += [sql.SQL("COLLATE"), c.collation]
+        if full and c.generated:
+            parts.append(sql.SQL("GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(c.expr or "")))
+        elif full and c.identity:
+            seq = owned[c.name][1]
+            parts.append(
+                sql.SQL("GENERATED {} AS IDENTITY (SEQUENCE NAME {} {})").format(
+                    sql.SQL("ALWAYS" if c.identity == "a" else "BY DEFAULT"),
+                    seq.name.ident,
+                    seq.options(),
+                )
+            )
+        elif full and c.expr is not None:
+            parts += [sql.SQL("DEFAULT"), sql.SQL(c.expr)]
+        if c.not_null:
+            parts.append(sql.SQL("NOT NULL"))
+        defs.append(sql.SQL(" ").join(parts))
+    for name, definition in pkey:
+        defs.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition)))
+    stmts.append(sql.SQL("CREATE TABLE {} ({})").format(table.ident, sql.SQL(", ").join(defs)))
+    for name, definition in others:
+        stmts.append(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table.ident, sql.Identifier(name), sql.SQL(definition)
+            )
+        )
+    stmts.extend(sql.SQL(indexdef) for _, indexdef in indexes)
+    for col, seq in serial:
+        stmts.append(
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                seq.name.ident, sql.Identifier(table.schema, table.name, col)
+            )
+        )
+    return CreatePlan(table, stmts, [seq.name for _, seq in serial])
+
+
+def create_table(
+    src: Conn, dst: Conn, name: str | TableName, *, full: bool = False
+) -> CreatePlan | None:
+    """Creates the provider's table `name` on the subscriber if it is missing there, in one
+    subscriber transaction (see `plan_create`). Returns the plan run, or None when the table
+    already existed. Serial sequences are created at their start value: sync their values
+    with `sequences.sync` afterwards."""
+    table = resolve_one(src, name, where="the provider")
+    with dst.transaction():
+        _empty_search_path(dst)
+        if exists(dst, table):
+            return None
+        plan = plan_create(src, table, full=full)
+        try:
+            for stmt in plan.statements:
+                dst.execute(stmt)
+        except psycopg.Error as e:
+            raise TableError(
+                f"cannot create {table} on the subscriber: {first_line(e)}; create the "
+                "objects it depends on (types, schemas) there first, or create the table by hand"
+            ) from None
+    log.info("created %s on the subscriber (%s)", table, "full" if full else "columns + key")
+    return plan
+
+
+def create_sequence(src: Conn, dst: Conn, name: str | TableName) -> bool:
+    """Creates the provider's sequence on the subscriber if missing (same type and options);
+    returns whether it was created. Its value is synced by `sequences.sync`."""
+    seq = resolve_one(src, name, kinds=SEQUENCE_KINDS, where="the provider")
+    row = src.execute(
+        sql.SQL(
+            "select format_type(seqtypid, null), seqstart, seqincrement, seqmin, seqmax,"
+            " seqcache, seqcycle from pg_sequence where seqrelid = {}"
+        ).format(_regclass(seq))
+    ).fetchone()
+    assert row is not None
+    spec = _Seq(seq, *row)
+    with dst.transaction():
+        if exists(dst, seq):
+            return False
+        dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(seq.schema)))
+        dst.execute(
+            sql.SQL("CREATE SEQUENCE {} AS {} {}").format(
+                seq.ident, sql.SQL(spec.type), spec.options()
+            )
+        )
+    return True
+
+
+# -- defer secondary indexes and foreign keys ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """One dropped object and the statement that brings it back."""
+
+    kind: str  # 'index' | 'fkey'
+    name: str
+    table: str  # the table the object is defined on (for an fkey: the referencing one)
+    restore: str  # CREATE INDEX ... / ALTER TABLE ... ADD CONSTRAINT ...
+
+
+_FKEYS = """
+select conname, conrelid::regclass::text, pg_get_constraintdef(oid) from pg_constraint
+where contype = 'f' and (conrelid = {t} or confrelid = {t}) and coninhcount = 0
+order by conrelid, conname
+"""
+
+
+def defer_secondary(conn: Conn, table: TableName) -> list[Deferred]:
+    """Drops, in one committed transaction, the table's indexes that back no constraint and
+    every foreign key from or to it; returns what `restore_secondary` needs to recreate them.
+    Primary key, UNIQUE and EXCLUDE constraints stay (they decide correctness)."""
+    with conn.transaction():
+        _empty_search_path(conn)
+        items = [Deferred("index", n, str(table), d) for n, d in _plain_indexes(conn, table)]
+        rows = conn.execute(sql.SQL(_FKEYS).format(t=_regclass(table))).fetchall()
+        items += [
+            Deferred("fkey", name, rel, f"ALTER TABLE {rel} ADD CONSTRAINT {_quote(name)} {d}")
+            for name, rel, d in rows
+        ]
+        for item in items:
+            if item.kind == "index":
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(item.name)))
+            else:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                        sql.SQL(item.table), sql.Identifier(item.name)
+                    )
+                )
+    if items:
+        log.info("%s: dropped %d indexes/foreign keys for the load", table, len(items))
+    return items
+
+
+def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:
+    """Recreates what `defer_secondary` dropped: indexes first, then foreign keys. A foreign
+    key comes back NOT VALID and is validated in a second step; when the rows do not satisfy
+    it (e.g. its other table is not copied yet) it stays NOT VALID, enforced for new rows, and
+    a warning says how to validate it later. Every item is tried; the first failure is raised
+    after the others are restored."""
+    failed: list[str] = []
+    for item in sorted(items, key=lambda i: i.kind != "index"):
+        stmt = item.restore
+        validate = item.kind == "fkey" and not stmt.endswith(" NOT VALID")
+        try:
+            with conn.transaction():
+                _empty_search_path(conn)
+                conn.execute(sql.SQL(stmt + (" NOT VALID" if validate else "")))
+        except psycopg.Error as e:
+            failed.append(f"{stmt} ({first_line(e)})")
+            continue
+        if validate:
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                            sql.SQL(item.table), sql.Identifier(item.name)
+                        )
+                    )
+            except psycopg.Error as e:
+                log.warning(
+                    "foreign key %s on %s restored NOT VALID: %s; validate it later with "
+                    "ALTER TABLE %s VALIDATE CONSTRAINT %s",
+                    item.name, item.table, first_line(e), item.table, _quote(item.name),
+                )  # fmt: skip
+    if failed:
+        raise TableError(f"could not restore {len(failed)} object(s), run by hand: {failed[0]}")

@@ -1,0 +1,474 @@
+"""The initial copy of a table: its rows on the provider, as of one snapshot, into the
+subscriber's table, with binary COPY passed through block by block (no Python per row).
+
+    provider                                           subscriber
+    coordinator: BEGIN REPEATABLE READ; LOCK src ACCESS SHARE;
+                 pg_export_snapshot(), pg_current_snapshot()
+    range 0 ── COPY (SELECT cols FROM ONLY src WHERE ctid < '(b1,0)') TO STDOUT
+                                                        ──► COPY dst (cols) FROM STDIN
+    range 1 ── SET TRANSACTION SNAPSHOT; ... ctid in [b1, b2) ...
+                                                        ──► its own connection
+    ...
+
+The returned snapshot (xmin, xmax, xip) is the one every range read under: events of
+transactions visible in it are already in the copy (reference §3.4); the worker skips them.
+
+Why ctid ranges and not primary-key ranges: a TID range scan (PostgreSQL 14+) reads exactly
+its blocks sequentially, needs no index and no integer key, and cuts the table into equal
+bytes whatever the key distribution; key ranges need an integer key, are uneven on skewed
+keys and read through the index. The last range is open-ended, so rows in blocks past the
+size read at snapshot time (none can be visible to the snapshot, but cheap to be sure) are
+still copied.
+
+Memory is bounded by one COPY message (one row) per range plus psycopg's write buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel, sql
+
+from londiste_rs import ddl
+from londiste_rs.db import connect, first_line
+from londiste_rs.ddl import Column, TableName
+from londiste_rs.errors import LondisteError, TableError
+from londiste_rs.progress import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+# Below this many bytes per range a table is not worth more connections.
+MIN_RANGE_BYTES = 32 << 20
+PROGRESS_INTERVAL = 1.0
+# Type OIDs below this are built in and equal on every server (FirstNormalObjectId).
+_FIRST_USER_OID = 16384
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A pg_snapshot: transactions below xmin and not in xip, and below xmax, are visible."""
+
+    xmin: int
+    xmax: int
+    xip: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), tuple(int(x) for x in xip.split(",") if x))
+
+    def __str__(self) -> str:
+        return f"{self.xmin}:{self.xmax}:{','.join(map(str, self.xip))}"
+
+    def as_tuple(self) -> tuple[int, int, list[int]]:
+        """The form BatchDecoder.add_table(skip_snapshot=...) takes."""
+        return (self.xmin, self.xmax, list(self.xip))
+
+    def visible(self, txid: int) -> bool:
+        """pg_visible_in_snapshot(txid, self)."""
+        return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    source: TableName
+    dest: TableName
+    columns: tuple[str, ...]
+    rows: int
+    bytes: int
+    seconds: float
+    ranges: int
+    format: str  # 'binary', or 'text' when a column's binary form embeds type OIDs
+    snapshot: Snapshot
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class CopyFailed(TableError):
+    """Some tables of `copy_tables` failed; the others were copied (`results`)."""
+
+    def __init__(self, message: str, results: list[CopyResult], errors: dict[str, str]):
+        super().__init__(message)
+        self.results = results
+        self.errors = errors
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def common_columns(table: TableName, src: Sequence[Column], dst: Sequence[Column]) -> list[str]:
+    """Columns to copy, in the subscriber's order: present on both sides and not generated on
+    the subscriber (PostgreSQL computes those). Identity columns are copied as they are (COPY
+    writes given values even into GENERATED ALWAYS). Types must match by name."""
+    by_name = {c.name: c for c in src}
+    out: list[str] = []
+    for col in dst:
+        other = by_name.get(col.name)
+        if other is None or col.generated:
+            continue
+        if other.type != col.type:
+            raise TableError(
+                f"column {col.name!r} of {table} is {other.type} on the provider but "
+                f"{col.type} on the subscriber; alter one side so the types match"
+            )
+        out.append(col.name)
+    only_src = [c.name for c in src if c.name not in {d.name for d in dst}]
+    only_dst = [c.name for c in dst if c.name not in by_name and not c.generated]
+    if only_src or only_dst:
+        log.warning(
+            "%s: copying common columns only (provider only: %s; subscriber only: %s)",
+            table, ", ".join(only_src) or "-", ", ".join(only_dst) or "-",
+        )  # fmt: skip
+    if not out:
+        raise TableError(
+            f"{table} has no column in common between provider and subscriber; "
+            "create the subscriber table with the provider's columns (add-table --create)"
+        )
+    return out
+
+
+def _binary_portable(conn: Conn, type_oids: Sequence[int]) -> bool:
+    """Whether binary COPY between two servers is safe for these types: the binary forms of
+    arrays and composites carry their element/field type OIDs, which differ between servers
+    for user types. Everything else (enums, domains, ranges, extension base types) is sent
+    without OIDs."""
+    seen: set[int] = set()
+    todo = [int(o) for o in type_oids]
+    while todo:
+        oid = todo.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        row = conn.execute(
+            "select typtype::text, typelem::int8, typbasetype::int8, typrelid::int8,"
+            " typsubscript = 'array_subscript_handler'::regproc,"
+            " (select rngsubtype::int8 from pg_range where rngtypid = t.oid)"
+            " from pg_type t where oid = %s",
+            [oid],
+        ).fetchone()
+        if row is None:
+            continue
+        typtype, elem, base, relid, is_array, subtype = row
+        if is_array:
+            if elem >= _FIRST_USER_OID:
+                return False
+            todo.append(elem)
+        elif typtype == "c":
+            fields = conn.execute(
+                "select atttypid::int8 from pg_attribute"
+                " where attrelid = %s and attnum > 0 and not attisdropped",
+                [relid],
+            ).fetchall()
+            if any(f[0] >= _FIRST_USER_OID for f in fields):
+                return False
+            todo += [f[0] for f in fields]
+        elif typtype == "d":
+            todo.append(base)
+        elif subtype is not None:
+            todo.append(subtype)
+    return True
+
+
+def _ranges(nblocks: int, block_size: int, jobs: int, min_range_bytes: int) -> list[sql.Composable]:
+    """WHERE clauses cutting the heap into `n` ctid ranges of equal block counts."""
+    n = max(1, min(jobs, nblocks * block_size // max(min_range_bytes, 1)))
+    if n == 1:
+        return [sql.SQL("")]
+    cuts = [nblocks * i // n for i in range(1, n)]
+
+    def tid(block: int) -> sql.Composable:
+        return sql.SQL("{}::tid").format(sql.Literal(f"({block},0)"))
+
+    out: list[sql.Composable] = [sql.SQL(" WHERE ctid < {}").format(tid(cuts[0]))]
+    for lo, hi in itertools.pairwise(cuts):
+        out.append(sql.SQL(" WHERE ctid >= {} AND ctid < {}").format(tid(lo), tid(hi)))
+    out.append(sql.SQL(" WHERE ctid >= {}").format(tid(cuts[-1])))
+    return out
+
+
+# -- one table -----------------------------------------------------------------------------
+
+
+class _Range:
+    """One reader/writer pair; its byte count and row count are read by the monitor."""
+
+    def __init__(self, src: Conn, dst: Conn, copy_out: sql.Composed, copy_in: sql.Composed):
+        self.src, self.dst = src, dst
+        self.copy_out, self.copy_in = copy_out, copy_in
+        self.bytes = 0
+        self.rows: int | None = None  # set when finished
+        self.pid = dst.info.backend_pid
+
+    def run(self, before: Callable[[Conn], None] | None) -> None:
+        if before is not None:
+            before(self.dst)
+        with self.dst.cursor() as cur:
+            with self.src.cursor().copy(self.copy_out) as cin, cur.copy(self.copy_in) as cout:
+                for block in cin:
+                    cout.write(block)
+                    self.bytes += len(block)
+            rows = cur.rowcount
+        self.dst.commit()
+        self.rows = rows
+
+    def cancel(self) -> None:
+        for conn in (self.src, self.dst):
+            with contextlib.suppress(psycopg.Error, OSError):
+                conn.cancel_safe(timeout=5)
+
+
+def _estimate(conn: Conn, table: TableName) -> tuple[int, int, int | None]:
+    """(heap blocks now, block size, estimated rows) on the provider."""
+    row = conn.execute(
+        sql.SQL(
+            "select pg_relation_size(c.oid), current_setting('block_size')::int,"
+            " c.reltuples, c.relpages from pg_class c where c.oid = {}::regclass"
+        ).format(sql.Literal(ddl._always_quoted(table)))
+    ).fetchone()
+    assert row is not None
+    size, block_size, reltuples, relpages = row
+    nblocks = int(size) // int(block_size)
+    if reltuples is None or reltuples < 0:
+        return nblocks, block_size, None
+    total = reltuples if relpages <= 0 else reltuples / relpages * nblocks
+    return nblocks, block_size, int(total)
+
+
+def copy_table(
+    src_dsn: str,
+    dst_dsn: str,
+    table: str | TableName,
+    *,
+    dest: str | TableName | None = None,
+    jobs: int = 1,
+    skip_truncate: bool = False,
+    defer_indexes: bool = False,
+    analyze: bool = True,
+    progress: ProgressCallback | None = None,
+    min_range_bytes: int = MIN_RANGE_BYTES,
+    progress_interval: float = PROGRESS_INTERVAL,
+) -> CopyResult:
+    """Copies the provider's `table` into the subscriber's `dest` (default: the same name).
+
+    The target is emptied first (TRUNCATE ONLY) unless `skip_truncate`. A table larger than
+    `min_range_bytes` per range is read in up to `jobs` ctid ranges in parallel, all under one
+    exported snapshot, each range written through its own subscriber connection. With
+    `defer_indexes`, the target's plain indexes and foreign keys are dropped first and
+    recreated afterwards, also when the copy fails. Returns the rows copied and the snapshot
+    they are as of. On failure nothing is left half-copied: a single range rolls back; several
+    ranges (separate transactions) leave the target emptied again (unless `skip_truncate`)."""
+    started = time.monotonic()
+    cleanup: list[Conn] = []
+    try:
+        coord = connect(src_dsn, what="provider")
+        cleanup.append(coord)
+        admin = connect(dst_dsn, what="subscriber", autocommit=True)
+        cleanup.append(admin)
+        source = ddl.resolve_one(coord, table, where="the provider")
+        target = ddl.resolve_one(
+            admin, dest if dest is not None else source, where="the subscriber"
+        )
+        # Text travels in the provider's encoding on every connection, so binary and text
+        # COPY bytes mean the same on both ends whatever the two database encodings are.
+        encoding = coord.info.parameter_status("server_encoding") or "UTF8"
+        coord.execute("select set_config('client_encoding', %s, false)", [encoding])
+        coord.commit()
+
+        # The snapshot transaction: the lock first, so no TRUNCATE or ALTER of the source
+        # can slip in between our snapshot and the end of the copy.
+        coord.isolation_level = IsolationLevel.REPEATABLE_READ
+        coord.read_only = True
+        coord.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(source.ident))
+        src_cols = ddl.columns(coord, source)
+        with admin.transaction():
+            dst_cols = ddl.columns(admin, target)
+        names = common_columns(target, src_cols, dst_cols)
+        chosen = {c.name: c for c in src_cols}
+        binary = _binary_portable(coord, [chosen[n].type_oid for n in names])
+        nblocks, block_size, total = _estimate(coord, source)
+        wheres = _ranges(nblocks, block_size, jobs, min_range_bytes)
+        export = coord.execute(
+            "select pg_current_snapshot()::text"
+            + (", pg_export_snapshot()" if len(wheres) > 1 else ", null")
+        ).fetchone()
+        assert export is not None
+        snapshot = Snapshot.parse(export[0])
+        fmt = sql.SQL("binary" if binary else "text")
+        if not binary:
+            # Text COPY output that any DateStyle parses back and that loses no float digit.
+            for name, value in (("DateStyle", "ISO"), ("IntervalStyle", "postgres")):
+                coord.execute("select set_config(%s, %s, true)", [name, value])
+            coord.execute("select set_config('extra_float_digits', '3', true)")
+
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(target.ident, cols, fmt)
+        readers = [coord]
+        for _ in wheres[1:]:
+            reader = connect(src_dsn, what="provider", client_encoding=encoding)
+            cleanup.append(reader)
+            reader.isolation_level = IsolationLevel.REPEATABLE_READ
+            reader.read_only = True
+            reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(export[1])))
+            if not binary:
+                reader.execute("set local DateStyle = 'ISO'")
+                reader.execute("set local IntervalStyle = 'postgres'")
+                reader.execute("set local extra_float_digits = 3")
+            readers.append(reader)
+        ranges: list[_Range] = []
+        for reader, where in zip(readers, wheres, strict=True):
+            writer = connect(dst_dsn, what="subscriber", client_encoding=encoding)
+            cleanup.append(writer)
+            copy_out = sql.SQL("COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})").format(
+                cols, source.ident, where, fmt
+            )
+            ranges.append(_Range(reader, writer, copy_out, copy_in))
+
+        deferred = ddl.defer_secondary(admin, target) if defer_indexes else []
+        try:
+            _load(admin, target, ranges, skip_truncate, progress, progress_interval,
+                  str(source), total, started)  # fmt: skip
+        finally:
+            if deferred:
+                ddl.restore_secondary(admin, deferred)
+        coord.commit()
+        if analyze:
+            try:
+                admin.execute(sql.SQL("ANALYZE {}").format(target.ident))
+            except psycopg.Error as e:
+                log.warning("%s: ANALYZE after the copy failed: %s", target, first_line(e))
+        rows = sum(r.rows or 0 for r in ranges)
+        nbytes = sum(r.bytes for r in ranges)
+        elapsed = time.monotonic() - started
+        if progress is not None:
+            progress(Progress(str(source), rows, nbytes, total, elapsed, done=True))
+        result = CopyResult(source, target, tuple(names), rows, nbytes, elapsed, len(ranges),
+                            "binary" if binary else "text", snapshot)  # fmt: skip
+        log.info(
+            "copied %s into %s: %d rows, %d bytes, %.2fs, %d range(s), snapshot %s",
+            source, target, rows, nbytes, elapsed, len(ranges), snapshot,
+        )  # fmt: skip
+        return result
+    except psycopg.Error as e:
+        raise TableError(
+            f"copy of {table} failed: {first_line(e)}; fix the cause and run the copy again"
+        ) from None
+    finally:
+        for conn in reversed(cleanup):
+            conn.close()
+
+
+def _load(
+    admin: Conn,
+    target: TableName,
+    ranges: list[_Range],
+    skip_truncate: bool,
+    progress: ProgressCallback | None,
+    interval: float,
+    label: str,
+    total: int | None,
+    started: float,
+) -> None:
+    """Runs the ranges, reporting progress every `interval` seconds from the subscriber's
+    pg_stat_progress_copy (exact row counts of running COPYs, no parsing of the stream)."""
+    truncate = sql.SQL("TRUNCATE ONLY {}").format(target.ident)
+    before: Callable[[Conn], None] | None = None
+    if not skip_truncate:
+        if len(ranges) == 1:
+            # Same transaction as the COPY: a failure leaves the old rows in place.
+            def before(conn: Conn) -> None:
+                conn.execute(truncate)
+        else:
+            admin.execute(truncate)
+    pool = ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix=f"copy-{label}")
+    futures: list[Future[None]] = [pool.submit(r.run, before) for r in ranges]
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=interval, return_when=FIRST_EXCEPTION)
+            if any(f.exception() for f in done):
+                break
+            if progress is not None and pending:
+                running = [r.pid for r in ranges if r.rows is None]
+                row = admin.execute(
+                    "select coalesce(sum(tuples_processed), 0)::int8 from pg_stat_progress_copy"
+                    " where pid = any(%s)",
+                    [running],
+                ).fetchone()
+                rows = sum(r.rows or 0 for r in ranges) + int(row[0] if row else 0)
+                nbytes = sum(r.bytes for r in ranges)
+                progress(Progress(label, rows, nbytes, total, time.monotonic() - started))
+    except BaseException:
+        for r in ranges:
+            r.cancel()
+        raise
+    finally:
+        failed = [f for f in futures if not f.done() or f.exception()]
+        if failed:
+            for r in ranges:
+                r.cancel()
+        pool.shutdown(wait=True)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        if len(ranges) > 1 and not skip_truncate:
+            admin.execute(truncate)
+        # The first error that is not the cancellation we caused.
+        real = [e for e in errors if not isinstance(e, psycopg.errors.QueryCanceled)]
+        raise (real or errors)[0]  # type: ignore[misc]
+
+
+# -- several tables ------------------------------------------------------------------------
+
+
+def copy_tables(
+    src_dsn: str,
+    dst_dsn: str,
+    tables: Sequence[str | TableName | tuple[str | TableName, str | TableName]],
+    *,
+    parallel_copies: int = 1,
+    jobs: int = 1,
+    **options: Any,
+) -> list[CopyResult]:
+    """Copies several tables, `parallel_copies` at a time, each with up to `jobs` ranges and
+    its own snapshot (each table joins the event stream on its own). A (source, dest) pair
+    copies into a differently named table. Every table is attempted; if some fail, CopyFailed
+    names them and carries the results of the others."""
+    pairs = [t if isinstance(t, tuple) else (t, None) for t in tables]
+    results: dict[int, CopyResult] = {}
+    errors: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def one(i: int, src: str | TableName, dst: str | TableName | None) -> None:
+        try:
+            res = copy_table(src_dsn, dst_dsn, src, dest=dst, jobs=jobs, **options)
+        except LondisteError as e:
+            with lock:
+                errors[str(src)] = str(e)
+            return
+        with lock:
+            results[i] = res
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel_copies)) as pool:
+        for f in [pool.submit(one, i, s, d) for i, (s, d) in enumerate(pairs)]:
+            f.result()
+    ordered = [results[i] for i in sorted(results)]
+    if errors:
+        first = next(iter(errors.items()))
+        raise CopyFailed(
+            f"{len(errors)} of {len(pairs)} table copies failed, first {first[0]}: {first[1]}",
+            ordered,
+            errors,
+        )
+    return ordered

@@ -1,0 +1,288 @@
+"""The initial copy between two separate clusters: ranges, snapshot exactness, column rules,
+index/FK deferral, progress."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+import pytest
+
+from londiste_rs.errors import TableError
+from londiste_rs.initial_copy import CopyFailed, Snapshot, copy_table, copy_tables
+from londiste_rs.pgcluster import wait_for
+from londiste_rs.progress import Progress, ProgressPrinter
+
+ACCOUNTS = "create table {} (aid int primary key, bid int, abalance int, filler char(84))"
+
+
+def digest(db, table: str, key: str = "aid") -> tuple[int, str]:
+    row = db.sql(f"select count(*), md5(coalesce(string_agg(t::text, '|' order by {key}), ''))"
+                 f" from {table} t")  # fmt: skip
+    return row[0]
+
+
+def test_ranges_in_parallel_equal_the_source(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        db.sql(ACCOUNTS.format("accounts"))
+    provider_db.sql(
+        "insert into accounts select g, g % 7, g * 3 - 100000, md5(g::text)"
+        " from generate_series(1, 200000) g"
+    )
+    provider_db.sql("delete from accounts where aid % 1000 = 0")  # holes in the heap
+    subscriber_db.sql("insert into accounts values (-1, 0, 0, 'stale row, truncated')")
+    seen: list[Progress] = []
+    res = copy_table(
+        provider_db.dsn, subscriber_db.dsn, "accounts", jobs=4, min_range_bytes=1,
+        progress=seen.append, progress_interval=0.05,
+    )  # fmt: skip
+    assert res.ranges == 4 and res.format == "binary"
+    assert res.rows == 199800
+    assert digest(subscriber_db, "accounts") == digest(provider_db, "accounts")
+    assert seen[-1].done and seen[-1].rows == 199800
+    assert all(p.rows <= 199800 for p in seen)
+
+
+def test_snapshot_is_exact_under_concurrent_writers(provider_db, subscriber_db):
+    """Writers commit on the provider before, during and after the copy. A writer's row is in
+    the copy exactly when the returned snapshot sees the writer's transaction."""
+    for db in (provider_db, subscriber_db):
+        db.sql("create table w (id bigint primary key, txid xid8, pad text)")
+    provider_db.sql(
+        "insert into w select -g, '0', repeat('x', 200) from generate_series(1, 100000) g"
+    )
+    stop = threading.Event()
+    committed: list[tuple[int, int]] = []  # (id, txid)
+    errors: list[BaseException] = []
+
+    def writer(base: int) -> None:
+        try:
+            with provider_db.connect(autocommit=False) as conn:
+                for i in range(base, base + 1_000_000):
+                    if stop.is_set():
+                        return
+                    txid = conn.execute(
+                        "insert into w values (%s, pg_current_xact_id(), 'w')"
+                        " returning txid::text::int8",
+                        [i],
+                    ).fetchone()[0]
+                    conn.execute("select pg_sleep(0.002)")  # keep transactions in flight
+                    conn.commit()
+                    committed.append((i, txid))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k * 10_000_000,)) for k in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for("writers to commit", lambda: len(committed) >= 30, timeout=60)
+        res = copy_table(provider_db.dsn, subscriber_db.dsn, "w", jobs=3, min_range_bytes=1)
+        after = len(committed)
+        wait_for("writers to commit after the copy", lambda: len(committed) >= after + 30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert res.ranges == 3
+    copied = {r[0] for r in subscriber_db.sql("select id from w where id > 0")}
+    visible = {i for i, txid in committed if res.snapshot.visible(txid)}
+    assert visible and len(visible) < len(committed)
+    assert copied == visible
+    # The server agrees with Snapshot.visible on every writer's transaction.
+    server = dict(
+        provider_db.sql(
+            "select x::text::int8, pg_visible_in_snapshot(x, %s::pg_snapshot)"
+            " from unnest(%s::text[]::xid8[]) x",
+            [str(res.snapshot), [str(t) for _, t in committed]],
+        )
+    )
+    assert server == {t: res.snapshot.visible(t) for _, t in committed}
+    assert subscriber_db.sql("select count(*) from w where id < 0")[0][0] == 100000
+
+
+def test_snapshot_text_round_trip():
+    s = Snapshot.parse("10:20:12,15")
+    assert (s.xmin, s.xmax, s.xip) == (10, 20, (12, 15)) and str(s) == "10:20:12,15"
+    assert s.visible(9) and s.visible(13) and not s.visible(12) and not s.visible(20)
+    assert s.as_tuple() == (10, 20, [12, 15])
+
+
+def test_generated_and_identity_columns(provider_db, subscriber_db):
+    ddl = (
+        "create table g (id int generated always as identity primary key, a int,"
+        " b int generated always as (a * 2) stored, c text)"
+    )
+    provider_db.sql(ddl)
+    subscriber_db.sql(ddl)
+    provider_db.sql("insert into g (a, c) select g, 'r' || g from generate_series(1, 1000) g")
+    provider_db.sql("delete from g where id % 3 = 0")
+    res = copy_table(provider_db.dsn, subscriber_db.dsn, "public.g")
+    assert res.columns == ("id", "a", "c") and res.rows == 667
+    assert digest(subscriber_db, "g", "id") == digest(provider_db, "g", "id")
+
+
+def test_mixed_case_quoted_names_and_common_columns(provider_db, subscriber_db, caplog):
+    provider_db.sql('create schema "My Schema"')
+    provider_db.sql(
+        'create table "My Schema"."Mixed Case" ("Id" int primary key, "Some Col" text,'
+        " only_here int)"
+    )
+    subscriber_db.sql('create schema "My Schema"')
+    subscriber_db.sql(
+        'create table "My Schema"."Mixed Case" ("Some Col" text, "Id" int primary key,'
+        " local_only int default 7)"
+    )
+    provider_db.sql(
+        """insert into "My Schema"."Mixed Case" select g, 'v' || g, g"""
+        " from generate_series(1, 50) g"
+    )
+    with caplog.at_level(logging.WARNING):
+        res = copy_table(provider_db.dsn, subscriber_db.dsn, '"My Schema"."Mixed Case"')
+    assert res.rows == 50 and set(res.columns) == {"Id", "Some Col"}
+    assert "only_here" in caplog.text and "local_only" in caplog.text
+    got = subscriber_db.sql(
+        'select sum("Id"), count(distinct "Some Col"), min(local_only)'
+        ' from "My Schema"."Mixed Case"'
+    )
+    assert got == [(1275, 50, 7)]
+
+
+def test_type_mismatch_names_the_column(provider_db, subscriber_db):
+    provider_db.sql("create table m (id int primary key, v numeric(10,2))")
+    subscriber_db.sql("create table m (id int primary key, v text)")
+    provider_db.sql("insert into m values (1, 1.5)")
+    with pytest.raises(TableError) as e:
+        copy_table(provider_db.dsn, subscriber_db.dsn, "m")
+    assert str(e.value).count("\n") == 0
+    assert "'v'" in str(e.value) and "numeric(10,2)" in str(e.value) and "text" in str(e.value)
+
+
+def test_missing_table_one_line(provider_db, subscriber_db):
+    provider_db.sql("create table only_src (id int primary key)")
+    with pytest.raises(TableError, match="does not exist on the subscriber"):
+        copy_table(provider_db.dsn, subscriber_db.dsn, "only_src")
+    with pytest.raises(TableError, match="does not exist on the provider"):
+        copy_table(provider_db.dsn, subscriber_db.dsn, "nope")
+
+
+def test_user_types_fall_back_to_text(provider_db, subscriber_db):
+    """Arrays of enums carry the enum's OID in binary form, which differs between servers."""
+    for db in (provider_db, subscriber_db):
+        if db is subscriber_db:
+            db.sql("create type other as enum ('z')")  # shift the OIDs on one side
+        db.sql("create type mood as enum ('sad', 'ok', 'happy')")
+        db.sql("create table e (id int primary key, m mood, ms mood[], ts timestamptz)")
+    provider_db.sql(
+        "insert into e select g, 'ok', array['sad', 'happy']::mood[],"
+        " '2026-01-01 12:34:56.789+02'::timestamptz + g * interval '1 day'"
+        " from generate_series(1, 100) g"
+    )
+    res = copy_table(provider_db.dsn, subscriber_db.dsn, "e")
+    assert res.format == "text" and res.rows == 100
+    assert digest(subscriber_db, "e", "id") == digest(provider_db, "e", "id")
+
+
+def _secondary(db, table: str) -> list[tuple[str, ...]]:
+    return db.sql(
+        "select 'i', indexrelid::regclass::text, pg_get_indexdef(indexrelid) from pg_index"
+        " where indrelid = %s::regclass"
+        " union all select 'c', conname, pg_get_constraintdef(oid) || convalidated::text"
+        " from pg_constraint where conrelid = %s::regclass or confrelid = %s::regclass"
+        " order by 1, 2",
+        [table, table, table],
+    )
+
+
+def _fk_schema(db) -> None:
+    db.sql("create table parent (id int primary key, code text, grp int)")
+    db.sql("create index parent_code on parent (code)")
+    db.sql("create unique index parent_grp_code on parent (grp, code) where grp > 0")
+    db.sql("create table child (id int primary key, parent_id int references parent)")
+    db.sql("alter table parent add constraint parent_self foreign key (grp) references parent")
+
+
+def test_defer_indexes_restores_them(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        _fk_schema(db)
+    provider_db.sql("insert into parent select g, 'c' || g, null from generate_series(1, 5000) g")
+    subscriber_db.sql("insert into parent values (1, 'old', null)")
+    subscriber_db.sql("insert into child values (1, 1)")
+    before = _secondary(subscriber_db, "parent")
+    res = copy_table(provider_db.dsn, subscriber_db.dsn, "parent", defer_indexes=True)
+    assert res.rows == 5000
+    assert _secondary(subscriber_db, "parent") == before
+    assert digest(subscriber_db, "parent", "id") == digest(provider_db, "parent", "id")
+    # The restored foreign keys are enforced.
+    with pytest.raises(Exception, match="foreign key"):
+        subscriber_db.sql("insert into child values (2, 999999)")
+
+
+def test_defer_indexes_restored_when_the_copy_fails(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        _fk_schema(db)
+    provider_db.sql("insert into parent select g, 'c' || g, null from generate_series(1, 5000) g")
+    subscriber_db.sql("insert into parent values (42, 'already here', null)")
+    before = _secondary(subscriber_db, "parent")
+    with pytest.raises(TableError, match="duplicate key"):
+        copy_table(
+            provider_db.dsn, subscriber_db.dsn, "parent", defer_indexes=True, skip_truncate=True
+        )
+    assert _secondary(subscriber_db, "parent") == before
+    assert subscriber_db.sql("select id, code from parent") == [(42, "already here")]
+
+
+def test_failed_range_leaves_target_empty(provider_db, subscriber_db):
+    """Several ranges commit separately; when one fails the others are cancelled and the
+    target is emptied again, so no partial copy looks complete."""
+    provider_db.sql("create table f (id int primary key, v int)")
+    subscriber_db.sql("create table f (id int primary key, v int check (v < 19000))")
+    provider_db.sql("insert into f select g, g from generate_series(1, 20000) g")
+    with pytest.raises(TableError, match="check constraint"):
+        copy_table(provider_db.dsn, subscriber_db.dsn, "f", jobs=4, min_range_bytes=1)
+    assert subscriber_db.sql("select count(*) from f") == [(0,)]
+
+
+def test_copy_tables_in_parallel(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        for t in ("a1", "a2", "a3"):
+            db.sql(ACCOUNTS.format(t))
+    subscriber_db.sql(ACCOUNTS.format("renamed"))
+    for n, t in enumerate(("a1", "a2", "a3"), 1):
+        provider_db.sql(f"insert into {t} select g, {n}, 0, '' from generate_series(1, {n}000) g")
+    results = copy_tables(
+        provider_db.dsn, subscriber_db.dsn, ["a1", "a2", ("a3", "renamed")], parallel_copies=3
+    )
+    assert [(str(r.source), str(r.dest), r.rows) for r in results] == [
+        ("public.a1", "public.a1", 1000),
+        ("public.a2", "public.a2", 2000),
+        ("public.a3", "public.renamed", 3000),
+    ]
+    with pytest.raises(CopyFailed) as e:
+        copy_tables(provider_db.dsn, subscriber_db.dsn, ["a1", "missing"], parallel_copies=2)
+    assert [r.rows for r in e.value.results] == [1000] and list(e.value.errors) == ["missing"]
+
+
+def test_progress_printer_tty_and_log(caplog):
+    p = Progress("public.t", 500, 2 << 20, 1000, 2.0)
+    assert p.rate == 250 and p.eta == 2.0 and p.fraction == 0.5
+    out = io.StringIO()
+    tty = ProgressPrinter(out, tty=True)
+    tty(p)
+    tty(Progress("public.u", 1, 10, None, 1.0))
+    tty(Progress("public.t", 1000, 4 << 20, 1000, 4.0, done=True))
+    text = out.getvalue()
+    assert "[############------------]  50%" in text and "ETA 0:02" in text
+    assert "\x1b[2F" in text and "done in 0:04" in text and "[????" in text
+    with caplog.at_level(logging.INFO, logger="londiste_rs.progress"):
+        plain = ProgressPrinter(io.StringIO(), tty=False, interval=3600)
+        plain(p)
+        plain(Progress("public.t", 600, 0, 1000, 3.0))  # within the interval: not logged
+        plain(Progress("public.t", 1000, 0, 1000, 4.0, done=True))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "copy public.t: 500/~1,000 rows, 2.0 MB, 250 rows/s, ETA 0:02",
+        "copy public.t: 1,000 rows, 0 B, 250 rows/s, done in 0:04",
+    ]

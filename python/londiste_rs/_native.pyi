@@ -1,6 +1,11 @@
 """Type stubs for the Rust extension module `londiste_rs._native`."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Self, final
+
+from typing_extensions import Buffer
+
+__all__ = ["BatchDecoder", "__version__", "encode_copy", "sql_files"]
 
 __version__: str
 
@@ -9,3 +14,51 @@ def encode_copy(rows: Sequence[Sequence[object]], types: Sequence[str]) -> bytes
 
 def sql_files() -> list[tuple[str, str]]:
     """The embedded `sql/` files as (relative path, text), sorted by path."""
+
+_Step = tuple[str, str, bytes, int, str | None]
+"""(kind: "delete" | "upsert" | "truncate", table, binary COPY payload, rows, client encoding)"""
+
+@final
+class BatchDecoder:
+    """Decodes a batch's events into apply steps (docs/internals.md, section 4).
+
+    Input: the bytes of `COPY (...) TO STDOUT (FORMAT binary)` of the columns ev_id, ev_txid,
+    ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4, fed in chunks split anywhere. Malformed
+    input raises ValueError naming the event id; the decoder is then unusable.
+    """
+
+    def __new__(cls, chunk_bytes: int = ..., exact_order: bool = False) -> Self:
+        """chunk_bytes (default 64 MiB): drain threshold and largest step payload."""
+    def add_table(
+        self,
+        name: str,
+        ncols: int,
+        key_cols: Sequence[int],
+        out_cols: Sequence[int],
+        walk_cols: Sequence[int] = ...,
+        skip_snapshot: tuple[int, int, Sequence[int]] | None = None,
+    ) -> None:
+        """Replicate events whose ev_extra1 is `name`; indices are full-row field positions."""
+
+    def set_type_map(self, map: Mapping[int, tuple[int, str, int | None]]) -> None:
+        """{src_oid: (dst_oid, kind, inner_src_oid)}, kind: array, composite, range,
+        multirange, domain or scalar. Replaces any earlier map."""
+
+    def feed(self, chunk: Buffer) -> None:
+        """The next chunk of the stream (bytes, bytearray, memoryview...)."""
+
+    def finish(self) -> None:
+        """End of input; raises ValueError when the stream stopped before its trailer."""
+
+    def pending_bytes(self) -> int:
+        """Memory held by coalesced rows and undrained steps; drain() at chunk_bytes."""
+
+    def drain(self) -> list[_Step]:
+        """Steps for everything fed so far, in apply order."""
+
+    def other_events(self) -> list[tuple[int, str, str | None, bytes | None]]:
+        """Non-data events (ev_id, ev_type, ev_extra1, ev_data) since the last call."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters: bytes_in, events, inserts, updates, deletes, truncates, key_changes,
+        skipped_snapshot, skipped_table, other_events, steps, step_rows."""

@@ -1,14 +1,167 @@
 //! The `londiste_rs._native` module: the only place that knows PyO3.
 
+use std::collections::HashMap;
+
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::copy_binary::{CopyWriter, EncodeError};
+use crate::decoder::{self, DecodeError, TableSpec};
+use crate::snapshot::Snapshot;
+use crate::typemap::{Kind, TypeInfo, TypeMap};
 
 impl From<EncodeError> for PyErr {
     fn from(e: EncodeError) -> PyErr {
         PyValueError::new_err(e.to_string())
+    }
+}
+
+impl From<DecodeError> for PyErr {
+    fn from(e: DecodeError) -> PyErr {
+        PyValueError::new_err(e.to_string())
+    }
+}
+
+/// Work on less than this runs without releasing the GIL: re-taking it can cost a whole switch
+/// interval when other threads run, far more than parsing a small chunk.
+const DETACH_BYTES: usize = 64 << 10;
+
+/// Decodes a batch's events (binary COPY of ev_id, ev_txid, ev_type, ev_extra1, ev_data,
+/// ev_extra2, ev_extra4) into apply steps; see docs/internals.md section 4.
+#[pyclass(name = "BatchDecoder", module = "londiste_rs._native")]
+struct PyBatchDecoder {
+    inner: decoder::BatchDecoder,
+}
+
+#[pymethods]
+impl PyBatchDecoder {
+    #[new]
+    #[pyo3(signature = (chunk_bytes = 64 << 20, exact_order = false))]
+    fn new(chunk_bytes: usize, exact_order: bool) -> PyResult<Self> {
+        if chunk_bytes == 0 {
+            return Err(PyValueError::new_err("chunk_bytes must be positive"));
+        }
+        Ok(PyBatchDecoder {
+            inner: decoder::BatchDecoder::new(chunk_bytes, exact_order),
+        })
+    }
+
+    #[pyo3(signature = (name, ncols, key_cols, out_cols, walk_cols = Vec::new(), skip_snapshot = None))]
+    fn add_table(
+        &mut self,
+        name: String,
+        ncols: usize,
+        key_cols: Vec<usize>,
+        out_cols: Vec<usize>,
+        walk_cols: Vec<usize>,
+        skip_snapshot: Option<(u64, u64, Vec<u64>)>,
+    ) -> PyResult<()> {
+        self.inner.add_table(TableSpec {
+            name,
+            ncols,
+            key_cols,
+            out_cols,
+            walk_cols,
+            skip_snapshot: skip_snapshot.map(|(xmin, xmax, xip)| Snapshot::new(xmin, xmax, xip)),
+        })?;
+        Ok(())
+    }
+
+    /// `{src_oid: (dst_oid, kind, inner_src_oid)}`; replaces any earlier map.
+    fn set_type_map(&mut self, map: HashMap<u32, (u32, String, Option<u32>)>) -> PyResult<()> {
+        let mut types = std::collections::HashMap::with_capacity(map.len());
+        for (src, (dst, kind, inner)) in map {
+            let kind = Kind::parse(&kind).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "type {src}: unknown kind {kind:?} (expected array, composite, range, \
+                     multirange, domain or scalar)"
+                ))
+            })?;
+            let inner = inner.unwrap_or(0);
+            types.insert(src, TypeInfo { dst, kind, inner });
+        }
+        self.inner.set_type_map(TypeMap::new(types));
+        Ok(())
+    }
+
+    /// Feeds the next chunk of the stream (bytes, or any buffer such as a memoryview).
+    fn feed(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<()> {
+        let inner = &mut self.inner;
+        if let Ok(bytes) = chunk.cast::<PyBytes>() {
+            let data = bytes.as_bytes();
+            if data.len() < DETACH_BYTES {
+                inner.feed(data)?;
+            } else {
+                py.detach(|| inner.feed(data))?;
+            }
+        } else {
+            let data = PyBuffer::<u8>::get(chunk)?.to_vec(py)?;
+            py.detach(|| inner.feed(&data))?;
+        }
+        Ok(())
+    }
+
+    /// End of the stream: refuses input that stopped before its trailer.
+    fn finish(&mut self) -> PyResult<()> {
+        Ok(self.inner.finish()?)
+    }
+
+    /// Memory held by coalesced rows and undrained steps.
+    fn pending_bytes(&self) -> usize {
+        self.inner.pending_bytes()
+    }
+
+    /// The steps for everything fed so far, in apply order:
+    /// `(kind, table, payload, rows, encoding)`.
+    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let inner = &mut self.inner;
+        let steps = if inner.pending_bytes() < DETACH_BYTES {
+            inner.drain()?
+        } else {
+            py.detach(|| inner.drain())?
+        };
+        steps
+            .iter()
+            .map(|s| {
+                let encoding = inner
+                    .encoding_name(s.encoding)
+                    .map(|e| String::from_utf8_lossy(e).into_owned());
+                (
+                    s.kind.as_str(),
+                    inner.table_name(s.table),
+                    PyBytes::new(py, &s.payload),
+                    s.rows,
+                    encoding,
+                )
+                    .into_pyobject(py)
+            })
+            .collect()
+    }
+
+    /// Non-data events seen since the last call: `(ev_id, ev_type, extra1, data)`.
+    #[allow(clippy::type_complexity)]
+    fn other_events<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> Vec<(i64, String, Option<String>, Option<Bound<'py, PyBytes>>)> {
+        self.inner
+            .take_other_events()
+            .into_iter()
+            .map(|e| {
+                let data = e.data.map(|d| PyBytes::new(py, &d));
+                (e.ev_id, e.ev_type, e.extra1, data)
+            })
+            .collect()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.inner.stats().items() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
     }
 }
 
@@ -91,5 +244,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(encode_copy, m)?)?;
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
+    m.add_class::<PyBatchDecoder>()?;
     Ok(())
 }

@@ -20,8 +20,7 @@ begin
     else
         perform londiste_rs.register_consumer_at(i_queue, i_consumer, i_tick_id);
     end if;
-    select c.last_tick into v_tick
-    from londiste_rs.get_consumer_info(i_queue, i_consumer) c;
+    v_tick := (londiste_rs._subscription(i_queue, i_consumer)).sub_last_tick;
     return v_tick;
 end;
 $$;

@@ -1,0 +1,320 @@
+"""Applying a batch's changes on the subscriber: staging tables, set-based merge SQL, and the
+exact-order fallback.
+
+The worker hands us the batch's events as raw binary-COPY blocks; the Rust `BatchDecoder`
+turns them into Steps (delete / upsert / truncate, each a binary COPY payload for one table).
+Each Step is COPYed into a temp staging table with the target's own column types, then merged
+with one statement: `DELETE ... USING` or `INSERT ... ON CONFLICT (pk) DO UPDATE`. No Python
+runs per row.
+
+User triggers on the subscriber's tables fire as the merge statements run (we cannot set
+`session_replication_role`, which needs superuser): row triggers see the batch's net change
+per key (one INSERT or UPDATE of the final row, or one DELETE), not every intermediate event;
+an ON CONFLICT upsert fires BEFORE INSERT triggers for every row and UPDATE triggers for rows
+that existed. When a trigger raises, the batch is not applied and the worker retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from londiste_rs._native import BatchDecoder
+from londiste_rs.errors import TableError
+from londiste_rs.tables import split_name
+
+log = logging.getLogger(__name__)
+
+# Set-based merging of a batch can fail where replaying the events in order would not: a
+# unique value moving between rows, a row referencing a row of its own table. Those batches
+# are re-applied in exact event order.
+FALLBACK_ERRORS: tuple[type[psycopg.Error], ...] = (
+    pgerrors.UniqueViolation,
+    pgerrors.ForeignKeyViolation,
+    pgerrors.ExclusionViolation,
+    pgerrors.CardinalityViolation,
+)
+
+FIRST_USER_OID = 16384
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_oid: int
+    type_name: str
+
+
+@dataclass
+class TablePlan:
+    """How one replicated table is applied: the source row layout (from the provider's
+    catalog) mapped onto the local target table."""
+
+    name: str  # global name, as in ev_extra1
+    target: sql.Composable  # the local table, quoted
+    ncols: int  # fields in a full-row payload
+    key_cols: list[int]  # source indices of the key, in key order
+    out_cols: list[int]  # source indices written to the upsert staging table
+    key_names: list[str]
+    out_names: list[str]
+    identity_always: bool
+    walk_cols: list[int] = field(default_factory=list)
+    skip_snapshot: tuple[int, int, list[int]] | None = None
+    upsert_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
+    delete_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
+    upsert_sql: sql.Composed | None = None
+    delete_sql: sql.Composed | None = None
+
+
+@dataclass
+class ApplyStats:
+    deletes: int = 0
+    upserts: int = 0
+    truncates: int = 0
+    steps: int = 0
+    exact_order: bool = False
+    decoder: dict[str, int] = field(default_factory=dict)
+    other_events: list[tuple[int, str, str | None, bytes | None]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# -- catalog ---------------------------------------------------------------------------------
+_COLUMNS_SQL = """
+select a.attname, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
+       a.attgenerated <> '', a.attidentity = 'a',
+       coalesce(array_position(i.indkey::int2[], a.attnum), 0) as keypos
+from pg_attribute a
+left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
+where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
+order by a.attnum
+"""
+
+
+def table_columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
+    """(name, type oid, type name, generated, identity always, key position) per column."""
+    try:
+        return conn.execute(_COLUMNS_SQL, [table]).fetchall()
+    except pgerrors.UndefinedTable:
+        raise TableError(
+            f"table {table} does not exist on {conn.info.dbname}; create it there first"
+        ) from None
+
+
+def plan_table(
+    name: str,
+    target: str,
+    source_columns: list[tuple[Any, ...]],
+    target_columns: list[tuple[Any, ...]],
+) -> TablePlan:
+    """Maps the source layout onto the target by column name; refuses mismatched types."""
+    local = {c[0]: c for c in target_columns}
+    keys = sorted((c[5], i) for i, c in enumerate(source_columns) if c[5])
+    if not keys:
+        raise TableError(f"table {name} has no primary key on the provider; add one")
+    key_cols = [i for _, i in keys]
+    out_cols: list[int] = []
+    walk: list[int] = []
+    for i, (col, oid, typ, _gen, _ident, _kp) in enumerate(source_columns):
+        mine = local.get(col)
+        if mine is None:
+            if i in key_cols:
+                raise TableError(f"table {target} has no key column {col}; add it")
+            log.warning("%s: column %s is not on the subscriber; ignored", target, col)
+            continue
+        if mine[2] != typ:
+            raise TableError(
+                f"table {target}: column {col} is {mine[2]} here but {typ} on the provider; "
+                "make the types equal"
+            )
+        if oid >= FIRST_USER_OID:
+            walk.append(i)
+        if not mine[3]:  # generated columns are computed here
+            out_cols.append(i)
+    names = [c[0] for c in source_columns]
+    return TablePlan(
+        name=name,
+        target=sql.SQL(".").join(sql.Identifier(p) for p in split_name(target)),
+        ncols=len(source_columns),
+        key_cols=key_cols,
+        out_cols=out_cols,
+        key_names=[names[i] for i in key_cols],
+        out_names=[names[i] for i in out_cols],
+        identity_always=any(c[4] for c in target_columns),
+        walk_cols=walk,
+    )
+
+
+# -- staging and merge SQL -------------------------------------------------------------------
+def prepare_staging(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> None:
+    """Creates this session's staging tables (committed, emptied at every commit) and the
+    merge statements."""
+    with conn.transaction():
+        for n, p in enumerate(plans):
+            p.upsert_stage = sql.Identifier(f"_lrs_upsert_{n}")
+            p.delete_stage = sql.Identifier(f"_lrs_delete_{n}")
+            for stage, cols in ((p.upsert_stage, p.out_names), (p.delete_stage, p.key_names)):
+                conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(stage))
+                conn.execute(
+                    sql.SQL(
+                        "create temp table {} on commit delete rows as "
+                        "select {} from {} with no data"
+                    ).format(stage, _idents(cols), p.target)
+                )
+            p.upsert_sql = _upsert_sql(p)
+            p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
+                t=p.target,
+                s=p.delete_stage,
+                cond=sql.SQL(" and ").join(
+                    sql.SQL("{t}.{c} = {s}.{c}").format(
+                        t=p.target, s=p.delete_stage, c=sql.Identifier(c)
+                    )
+                    for c in p.key_names
+                ),
+            )
+
+
+def _idents(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _upsert_sql(p: TablePlan) -> sql.Composed:
+    rest = [c for c in p.out_names if c not in p.key_names]
+    action = (
+        sql.SQL("do update set ")
+        + sql.SQL(", ").join(
+            sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in rest
+        )
+        if rest
+        else sql.SQL("do nothing")
+    )
+    return sql.SQL(
+        "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) {act}"
+    ).format(
+        t=p.target,
+        cols=_idents(p.out_names),
+        override=sql.SQL("overriding system value" if p.identity_always else ""),
+        s=p.upsert_stage,
+        keys=_idents(p.key_names),
+        act=action,
+    )
+
+
+# -- applying --------------------------------------------------------------------------------
+def make_decoder(plans: list[TablePlan], chunk_bytes: int, exact_order: bool) -> BatchDecoder:
+    dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact_order)
+    for p in plans:
+        dec.add_table(p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot)
+    return dec
+
+
+def _apply_step(
+    conn: psycopg.Connection[Any],
+    by_name: dict[str, TablePlan],
+    step: tuple[str, str, bytes, int, str | None],
+    stats: ApplyStats,
+) -> None:
+    kind, table, payload, rows, encoding = step
+    p = by_name[table]
+    stats.steps += 1
+    if kind == "truncate":
+        conn.execute(sql.SQL("truncate {} cascade").format(p.target))
+        stats.truncates += 1
+        return
+    stage, merge = (
+        (p.delete_stage, p.delete_sql) if kind == "delete" else (p.upsert_stage, p.upsert_sql)
+    )
+    assert merge is not None
+    conn.execute(sql.SQL("truncate {}").format(stage))
+    if encoding:
+        # text in this payload is in the writer's client encoding; COPY converts from it
+        conn.execute("select set_config('client_encoding', %s, true)", [encoding])
+    with conn.cursor().copy(sql.SQL("copy {} from stdin (format binary)").format(stage)) as cp:
+        cp.write(payload)
+    if encoding:
+        conn.execute("select set_config('client_encoding', 'UTF8', true)")
+    conn.execute(merge)
+    if kind == "delete":
+        stats.deletes += rows
+    else:
+        stats.upserts += rows
+
+
+def _apply_stream(
+    conn: psycopg.Connection[Any],
+    plans: list[TablePlan],
+    blocks: Iterator[bytes],
+    chunk_bytes: int,
+    exact_order: bool,
+    stats: ApplyStats,
+) -> None:
+    by_name = {p.name: p for p in plans}
+    dec = make_decoder(plans, chunk_bytes, exact_order)
+    for block in blocks:
+        dec.feed(block)
+        if dec.pending_bytes() >= chunk_bytes:
+            for step in dec.drain():
+                _apply_step(conn, by_name, step, stats)
+    dec.finish()
+    for step in dec.drain():
+        _apply_step(conn, by_name, step, stats)
+    stats.decoder = dec.stats()
+    stats.other_events = dec.other_events()
+
+
+def apply_events(
+    conn: psycopg.Connection[Any],
+    plans: list[TablePlan],
+    fetch: Callable[[], Iterator[bytes]],
+    chunk_bytes: int,
+) -> ApplyStats:
+    """Applies the events `fetch()` streams, inside the caller's transaction on `conn`:
+    set-based first; on a constraint violation, rolled back to a savepoint and re-applied in
+    exact event order (`fetch` is called again)."""
+    started = time.monotonic()
+    stats = ApplyStats()
+    try:
+        with conn.transaction():
+            _apply_stream(conn, plans, fetch(), chunk_bytes, False, stats)
+    except FALLBACK_ERRORS as e:
+        log.warning(
+            "set-based apply failed (%s); re-applying the batch in exact event order",
+            str(e).splitlines()[0],
+        )
+        stats = ApplyStats(exact_order=True)
+        with conn.transaction():
+            _apply_stream(conn, plans, fetch(), chunk_bytes, True, stats)
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def order_parents_first(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> list[TablePlan]:
+    """Plans sorted so that a table referenced by a foreign key comes before the tables
+    referencing it (the decoder upserts in this order and deletes in reverse)."""
+    oids = [
+        conn.execute("select %s::regclass::oid::int8", [p.target.as_string(conn)]).fetchone()[0]  # type: ignore[index]
+        for p in plans
+    ]
+    edges = conn.execute(
+        "select conrelid::int8, confrelid::int8 from pg_constraint"
+        " where contype = 'f' and conrelid = any(%s) and confrelid = any(%s)"
+        " and conrelid <> confrelid",
+        [oids, oids],
+    ).fetchall()
+    parents: dict[int, set[int]] = {o: set() for o in oids}
+    for child, parent in edges:
+        parents[child].add(parent)
+    ordered: list[int] = []
+    while len(ordered) < len(oids):
+        ready = [o for o in oids if o not in ordered and parents[o] <= set(ordered)]
+        if not ready:  # a cycle: keep the rest as given; exact order handles what breaks
+            ready = [o for o in oids if o not in ordered]
+        ordered.extend(ready)
+    by_oid = dict(zip(oids, plans, strict=True))
+    return [by_oid[o] for o in ordered]

@@ -1,0 +1,142 @@
+"""Nodes: create-root/-branch/-leaf, members, node-info, drop-node, and one-line errors, through
+the real CLI against real clusters owned by a non-superuser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "londiste_rs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def ok(*args: str, cwd: Path | None = None) -> str:
+    out = run_cli(*args, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def job_ini(tmp_path: Path, name: str, dsn: str, queue: str = "q1", **extra: Any) -> Path:
+    path = tmp_path / f"{name}.ini"
+    lines = ["[londiste3]", f"db = {dsn}", f"queue_name = {queue}", "loop_delay = 0.1"]
+    lines += [f"logfile = {tmp_path}/log/{name}.log", f"pidfile = {tmp_path}/pid/{name}.pid"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_root_and_leaf_are_created_once(tmp_path, provider_db, subscriber_db):
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
+    assert "root node master created" in ok(str(root), "create-root", "master", provider_db.dsn)
+    again = ok(str(root), "create-root", "master", provider_db.dsn)
+    assert "already exists" in again
+    out = ok(str(leaf), "create-leaf", "slave", subscriber_db.dsn, f"--provider={provider_db.dsn}")
+    assert "leaf node slave created" in out
+
+    info = json.loads(ok(str(leaf), "node-info", "--json"))
+    assert info["node_type"] == "leaf" and info["node_name"] == "slave"
+    assert info["provider_node"] == "master" and info["last_tick_id"] is not None
+    names = {m["node_name"] for m in json.loads(ok(str(leaf), "members", "--json"))}
+    assert names == {"master", "slave"}
+    # the provider knows its subscriber and has a consumer for it
+    subs = provider_db.sql("select subscriber_node, consumer_name from londiste_rs.subscriber_info")
+    assert subs == [("slave", "slave")]
+    # everything is owned by the non-superuser
+    owners = provider_db.sql(
+        "select distinct pg_get_userbyid(relowner) from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'londiste_rs'"
+    )
+    assert owners == [("lrs_owner",)]
+
+
+def test_wrong_kind_and_unknown_node_are_one_line_errors(tmp_path, provider_db, subscriber_db):
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
+    # not a node yet
+    msg = one_line_error(run_cli(str(leaf), "node-info"))
+    assert "is not a node of queue q1" in msg and "create-root" in msg
+    ok(str(root), "create-root", "master")
+    # a root cannot be paused, a provider must exist
+    assert "needs a branch or leaf node" in one_line_error(run_cli(str(root), "pause"))
+    ok(str(leaf), "create-leaf", "slave", f"--provider={provider_db.dsn}")
+    # a leaf cannot be a provider; nothing is left half-created on the third database
+    third = tmp_path / "third.ini"
+    third.write_text(f"[londiste3]\ndb = {provider_db.dsn}\nqueue_name = q2\n")
+    msg = one_line_error(run_cli(str(third), "create-leaf", "x", f"--provider={subscriber_db.dsn}"))
+    assert "not a node of queue q2" in msg
+    assert provider_db.sql(
+        "select count(*) from londiste_rs.node_info where queue_name = 'q2'"
+    ) == [(0,)]
+    # a different node on the same database is refused
+    msg = one_line_error(
+        run_cli(str(leaf), "create-leaf", "other", f"--provider={provider_db.dsn}")
+    )
+    assert "already is leaf node slave" in msg
+    # drop-node of another name
+    assert "not other" in one_line_error(run_cli(str(leaf), "drop-node", "other"))
+    # change-provider to an unknown node
+    assert "unknown node nosuch" in one_line_error(
+        run_cli(str(leaf), "change-provider", "--provider=nosuch")
+    )
+
+
+def test_wrong_password_and_unreachable_server(tmp_path, provider_db):
+    bad = job_ini(tmp_path, "bad", "host=127.0.0.1 port=1 dbname=x user=u password=sekrit")
+    msg = one_line_error(run_cli(str(bad), "create-root", "r"))
+    assert "cannot connect" in msg and "sekrit" not in msg
+    missing = tmp_path / "missing.ini"
+    msg = one_line_error(run_cli(str(missing), "node-info"))
+    assert "not found" in msg
+    broken = tmp_path / "broken.ini"
+    broken.write_text("[londiste3]\nqueue_name = q\n")
+    assert "has no 'db'" in one_line_error(run_cli(str(broken), "status"))
+
+
+def test_drop_node_refuses_with_subscribers_then_drops(tmp_path, provider_db, subscriber_db):
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
+    ok(str(root), "create-root", "master")
+    ok(str(leaf), "create-leaf", "slave", f"--provider={provider_db.dsn}")
+    assert "still has subscribers (slave)" in one_line_error(
+        run_cli(str(root), "drop-node", "master")
+    )
+    ok(str(leaf), "drop-node", "slave")
+    assert subscriber_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]
+    assert provider_db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
+    ok(str(root), "drop-node", "master")
+    assert provider_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]
+
+
+@pytest.mark.parametrize("kind", ["branch"])
+def test_branch_gets_its_own_externally_ticked_queue(tmp_path, provider_db, subscriber_db, kind):
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    branch = job_ini(tmp_path, "b1", subscriber_db.dsn)
+    ok(str(root), "create-root", "master")
+    ok(str(branch), f"create-{kind}", "b1", f"--provider={provider_db.dsn}")
+    tick = json.loads(ok(str(branch), "node-info", "--json"))["last_tick_id"]
+    rows = subscriber_db.sql(
+        "select q.queue_external_ticker, max(t.tick_id) from londiste_rs.queue q"
+        " join londiste_rs.tick t on t.tick_queue = q.queue_id group by 1"
+    )
+    assert rows == [(True, tick)]

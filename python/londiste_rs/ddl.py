@@ -172,18 +172,19 @@ def resolve_one(
     return found[0]
 
 
-def _always_quoted(table: TableName) -> str:
+def quoted_name(table: TableName) -> str:
+    """Both parts always quoted: the text form `::regclass` and to_regclass() parse."""
     return ".".join('"' + p.replace('"', '""') + '"' for p in (table.schema, table.name))
 
 
 def exists(conn: Conn, table: TableName) -> bool:
-    row = conn.execute("select to_regclass(%s) is not null", [_always_quoted(table)]).fetchone()
+    row = conn.execute("select to_regclass(%s) is not null", [quoted_name(table)]).fetchone()
     return bool(row and row[0])
 
 
 def _regclass(table: TableName) -> sql.Composable:
     """`'"schema"."table"'::regclass` for catalog queries."""
-    return sql.SQL("{}::regclass").format(sql.Literal(_always_quoted(table)))
+    return sql.SQL("{}::regclass").format(sql.Literal(quoted_name(table)))
 
 
 def _empty_search_path(conn: Conn) -> None:

@@ -236,7 +236,7 @@ def _estimate(conn: Conn, table: TableName) -> tuple[int, int, int | None]:
         sql.SQL(
             "select pg_relation_size(c.oid), current_setting('block_size')::int,"
             " c.reltuples, c.relpages from pg_class c where c.oid = {}::regclass"
-        ).format(sql.Literal(ddl._always_quoted(table)))
+        ).format(sql.Literal(ddl.quoted_name(table)))
     ).fetchone()
     assert row is not None
     size, block_size, reltuples, relpages = row

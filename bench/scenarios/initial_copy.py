@@ -1,0 +1,80 @@
+"""1. Initial copy of a 1M-row table (pgbench_accounts at scale 10), with a raw binary COPY
+pipe as the limit. Timed from the command that starts the copy until the table is in sync."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import psycopg
+
+from londiste_rs.pgcluster import wait_for
+from peers.base import Tool
+from scenarios import Context
+from support import flow, verify
+from support.results import Metric, Sample
+
+KEY = "copy"
+RAW = ("raw", "raw COPY pipe")
+TABLE = "public.pgbench_accounts"
+METRICS = [
+    Metric("seconds", "time to in-sync", "s", "lower"),
+    Metric("rows_per_s", "copy rate", "rows/s", "higher"),
+]
+
+
+def run(ctx: Context) -> None:
+    scale = ctx.sizes.copy_scale
+    rows = 100_000 * scale
+    tools = ctx.available(KEY)
+    ctx.results.declare(
+        KEY, f"Initial copy of a {rows:,}-row table (pgbench_accounts)", METRICS,
+        [RAW, *[(t.key, t.name) for t in ctx.tools]],
+        "Timed from the command that starts the copy (londiste: `add-table` on the leaf with its "
+        "worker running; native LR: `CREATE SUBSCRIPTION`) until the table is in sync. The "
+        "raw pipe is `COPY ... TO STDOUT (FORMAT binary)` streamed into "
+        "`COPY ... FROM STDIN (FORMAT binary)` by one client: the limit.",
+    )  # fmt: skip
+    for i in range(ctx.sizes.runs):
+        ctx.attempt(KEY, RAW[0], i, partial(_raw, ctx, i, rows))
+        for tool in tools:
+            ctx.attempt(KEY, tool.key, i, partial(_tool, ctx, tool, i, rows))
+
+
+def _record(ctx: Context, who: str, i: int, seconds: float, rows: int, ok: bool, note: str) -> str:
+    metrics = {"seconds": seconds, "rows_per_s": rows / seconds}
+    ctx.results.add(Sample(KEY, who, i, metrics, ok, note))
+    return f"{seconds:.2f}s, {'verified' if ok else 'NOT VERIFIED'} ({note})"
+
+
+def _raw(ctx: Context, i: int, rows: int) -> str:
+    with flow.pair(ctx.env, ctx.sizes.copy_scale, "copy", presynced=False) as (src, dst):
+        with psycopg.connect(src.dsn) as a, psycopg.connect(dst.dsn) as b:
+            started = time.monotonic()
+            with (
+                a.cursor().copy(f"copy {TABLE} to stdout (format binary)") as out,
+                b.cursor().copy(f"copy {TABLE} from stdin (format binary)") as into,
+            ):
+                for block in out:
+                    into.write(block)
+            b.commit()
+            seconds = time.monotonic() - started
+        ok, note = verify.same(src.dsn, dst.dsn, [TABLE])
+        return _record(ctx, RAW[0], i, seconds, rows, ok, note)
+
+
+def _tool(ctx: Context, tool: Tool, i: int, rows: int) -> str:
+    with flow.pair(ctx.env, ctx.sizes.copy_scale, "copy", presynced=False) as (src, dst):
+        link = tool.link(src, dst, [TABLE], ctx.env.logdir(f"copy-{tool.key}-{i}"))
+        try:
+            link.capture()
+            link.prepare()
+            started = time.monotonic()
+            link.subscribe()
+            wait_for(f"{tool.name} initial copy", link.synced, timeout=ctx.sizes.timeout,
+                     interval=0.02)  # fmt: skip
+            seconds = time.monotonic() - started
+            ok, note = flow.same(link)
+        finally:
+            link.close()
+        return _record(ctx, tool.key, i, seconds, rows, ok, note)

@@ -1,0 +1,2 @@
+"""Shared pieces of the bench: dependencies, clusters, workload, verification, measuring,
+processes and reporting."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,9 @@ from support.env import Db
 CLI = str(Path(sys.executable).parent / "londiste-rs")
 # The verbs a replicating setup uses, as in the README's "Using it like londiste3".
 VERBS = ("ticker", "create-root", "create-leaf", "add-table", "worker")
+# The SQL functions (docs/internals.md §2-§3) that the setup and the bench's settle step use.
+SQL_FUNCTIONS = ("create_queue", "capture_attach", "ticker", "force_tick", "set_queue_config",
+                 "next_batch_custom", "batch_event_sql", "finish_batch")  # fmt: skip
 
 
 class OursLink(CascadeLink):
@@ -40,6 +44,17 @@ def missing_verbs() -> tuple[str, ...]:
     return tuple(v for v in VERBS if v not in listed)
 
 
+@cache
+def missing_sql() -> tuple[str, ...]:
+    """The SQL_FUNCTIONS that the installed build's embedded SQL does not define yet."""
+    from londiste_rs import _native
+
+    defined: set[str] = set()
+    for _path, text in _native.sql_files():
+        defined |= {m.lower() for m in re.findall(r"function\s+londiste_rs\.(\w+)", text, re.I)}
+    return tuple(f for f in SQL_FUNCTIONS if f not in defined)
+
+
 class LondisteRs(Tool):
     key = "ours"
     name = "londiste-rs"
@@ -47,7 +62,11 @@ class LondisteRs(Tool):
     def unavailable(self, scenario: str) -> str | None:
         missing = missing_verbs()
         if missing:
-            return f"not available yet (londiste-rs has no {', '.join(missing)} yet)"
+            return f"not available yet (londiste-rs has no {', '.join(missing)} verb yet)"
+        functions = missing_sql()
+        if functions:
+            names = ", ".join(f"londiste_rs.{f}()" for f in functions)
+            return f"not available yet (londiste-rs has no {names} yet)"
         return None
 
     def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path) -> Link:

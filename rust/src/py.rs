@@ -88,17 +88,20 @@ impl PyBatchDecoder {
 
     /// Feeds the next chunk of the stream (bytes, or any buffer such as a memoryview).
     fn feed(&mut self, py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<()> {
-        let inner = &mut self.inner;
-        if let Ok(bytes) = chunk.cast::<PyBytes>() {
-            let data = bytes.as_bytes();
-            if data.len() < DETACH_BYTES {
-                inner.feed(data)?;
-            } else {
-                py.detach(|| inner.feed(data))?;
+        let copied;
+        let data = match chunk.cast::<PyBytes>() {
+            Ok(bytes) => bytes.as_bytes(),
+            Err(_) => {
+                // memoryview, bytearray...: one copy (reading a buffer in place needs unsafe).
+                copied = PyBuffer::<u8>::get(chunk)?.to_vec(py)?;
+                &copied[..]
             }
+        };
+        let inner = &mut self.inner;
+        if data.len() < DETACH_BYTES {
+            inner.feed(data)?;
         } else {
-            let data = PyBuffer::<u8>::get(chunk)?.to_vec(py)?;
-            py.detach(|| inner.feed(&data))?;
+            py.detach(|| inner.feed(data))?;
         }
         Ok(())
     }

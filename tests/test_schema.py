@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -78,9 +79,13 @@ def test_schema_of_another_owner_is_named(provider_db):
 def test_install_from_wheel_into_empty_database(provider_db, tmp_path):
     """A built wheel, installed elsewhere, carries the SQL: nothing is read from the repo."""
     wheels = tmp_path / "wheels"
+    # A target directory of its own: sharing target/ with a concurrent `make build` could
+    # clobber the library it is linking.
+    env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "target" / "wheel-test")}
     build = subprocess.run(
         [str(REPO / ".venv/bin/maturin"), "build", "--release", "-q", "-o", str(wheels)],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=540,

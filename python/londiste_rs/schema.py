@@ -85,14 +85,24 @@ def _apply(conn: psycopg.Connection[Any], version: str) -> None:
     for name, text in migrations():
         if name in applied:
             continue
-        conn.execute(text.encode())
+        try:
+            conn.execute(text.encode())
+        except psycopg.Error as e:
+            e.add_note(f"while applying sql/migrations/{name}.sql")
+            raise
         conn.execute(
             f"insert into {SCHEMA}.schema_version (migration, package_version) values (%s, %s)",
             [name, version],
         )
     literal = version.replace("'", "''")
-    for _path, text in function_files():
-        conn.execute(text.replace(VERSION_MARKER, literal).encode())
+    # Files apply in path order, so a body may call a function from a later file (as pg_dump).
+    conn.execute("set local check_function_bodies = off")
+    for path, text in function_files():
+        try:
+            conn.execute(text.replace(VERSION_MARKER, literal).encode())
+        except psycopg.Error as e:
+            e.add_note(f"while applying sql/{path}")
+            raise
 
 
 def _privilege_error(conn: psycopg.Connection[Any], e: psycopg.Error) -> InstallError:

@@ -28,7 +28,7 @@ from psycopg import sql
 
 from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
-from londiste_rs.tables import split_name
+from londiste_rs.tables import parents_first, split_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ FALLBACK_ERRORS: tuple[type[psycopg.Error], ...] = (
 )
 
 FIRST_USER_OID = 16384
+FEED_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TablePlan:
     catalog) mapped onto the local target table."""
 
     name: str  # global name, as in ev_extra1
+    dest: str  # the local table's name
     target: sql.Composable  # the local table, quoted
     ncols: int  # fields in a full-row payload
     key_cols: list[int]  # source indices of the key, in key order
@@ -89,7 +91,8 @@ class ApplyStats:
 _COLUMNS_SQL = """
 select a.attname, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
        a.attgenerated <> '', a.attidentity = 'a',
-       coalesce(array_position(i.indkey::int2[], a.attnum), 0) as keypos
+       coalesce((select k.n from unnest(i.indkey) with ordinality k(att, n)
+                 where k.att = a.attnum), 0) as keypos
 from pg_attribute a
 left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
 where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
@@ -140,6 +143,7 @@ def plan_table(
     names = [c[0] for c in source_columns]
     return TablePlan(
         name=name,
+        dest=target,
         target=sql.SQL(".").join(sql.Identifier(p) for p in split_name(target)),
         ncols=len(source_columns),
         key_cols=key_cols,
@@ -249,18 +253,26 @@ def _apply_step(
 def _apply_stream(
     conn: psycopg.Connection[Any],
     plans: list[TablePlan],
-    blocks: Iterator[bytes],
+    blocks: Iterator[bytes | bytearray | memoryview],
     chunk_bytes: int,
     exact_order: bool,
     stats: ApplyStats,
 ) -> None:
     by_name = {p.name: p for p in plans}
     dec = make_decoder(plans, chunk_bytes, exact_order)
+    buf = bytearray()
     for block in blocks:
-        dec.feed(block)
+        # COPY hands out one row per block; the decoder wants big chunks (fixed cost per call,
+        # GIL released only for large ones)
+        buf += block
+        if len(buf) < FEED_BYTES:
+            continue
+        dec.feed(buf)
+        buf.clear()
         if dec.pending_bytes() >= chunk_bytes:
             for step in dec.drain():
                 _apply_step(conn, by_name, step, stats)
+    dec.feed(buf)
     dec.finish()
     for step in dec.drain():
         _apply_step(conn, by_name, step, stats)
@@ -271,7 +283,7 @@ def _apply_stream(
 def apply_events(
     conn: psycopg.Connection[Any],
     plans: list[TablePlan],
-    fetch: Callable[[], Iterator[bytes]],
+    fetch: Callable[[], Iterator[bytes | bytearray | memoryview]],
     chunk_bytes: int,
 ) -> ApplyStats:
     """Applies the events `fetch()` streams, inside the caller's transaction on `conn`:
@@ -297,24 +309,5 @@ def apply_events(
 def order_parents_first(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> list[TablePlan]:
     """Plans sorted so that a table referenced by a foreign key comes before the tables
     referencing it (the decoder upserts in this order and deletes in reverse)."""
-    oids = [
-        conn.execute("select %s::regclass::oid::int8", [p.target.as_string(conn)]).fetchone()[0]  # type: ignore[index]
-        for p in plans
-    ]
-    edges = conn.execute(
-        "select conrelid::int8, confrelid::int8 from pg_constraint"
-        " where contype = 'f' and conrelid = any(%s) and confrelid = any(%s)"
-        " and conrelid <> confrelid",
-        [oids, oids],
-    ).fetchall()
-    parents: dict[int, set[int]] = {o: set() for o in oids}
-    for child, parent in edges:
-        parents[child].add(parent)
-    ordered: list[int] = []
-    while len(ordered) < len(oids):
-        ready = [o for o in oids if o not in ordered and parents[o] <= set(ordered)]
-        if not ready:  # a cycle: keep the rest as given; exact order handles what breaks
-            ready = [o for o in oids if o not in ordered]
-        ordered.extend(ready)
-    by_oid = dict(zip(oids, plans, strict=True))
-    return [by_oid[o] for o in ordered]
+    by_dest = {p.dest: p for p in plans}
+    return [by_dest[d] for d in parents_first(conn, list(by_dest))]

@@ -145,6 +145,7 @@ def copy_pending(
         prov.execute("set transaction isolation level repeatable read, read only")
         snap = prov.execute("select pg_current_snapshot()::text").fetchone()
         assert snap is not None
+        tables = parents_first(local, tables)
         targets = sql.SQL(", ").join(_ident(t) for t in tables)
         local.execute(sql.SQL("truncate {}").format(targets))
         for table in tables:
@@ -237,3 +238,27 @@ def release_copy_snapshots(
                 " where queue_name = %s and table_name = %s",
                 [queue, table],
             )
+
+
+def parents_first(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+    """`tables` sorted so that a table referenced by a foreign key comes before the tables
+    referencing it (a cycle keeps the given order for its members)."""
+    oids = [
+        int(conn.execute("select %s::regclass::oid::int8", [t]).fetchone()[0])  # type: ignore[index]
+        for t in tables
+    ]
+    edges = conn.execute(
+        "select conrelid::int8, confrelid::int8 from pg_constraint"
+        " where contype = 'f' and conrelid = any(%s) and confrelid = any(%s)"
+        " and conrelid <> confrelid",
+        [oids, oids],
+    ).fetchall()
+    parents: dict[int, set[int]] = {o: set() for o in oids}
+    for child, parent in edges:
+        parents[child].add(parent)
+    done: list[int] = []
+    while len(done) < len(oids):
+        ready = [o for o in oids if o not in done and parents[o] <= set(done)]
+        done.extend(ready or [o for o in oids if o not in done])
+    by_oid = dict(zip(oids, tables, strict=True))
+    return [by_oid[o] for o in done]

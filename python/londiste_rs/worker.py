@@ -277,10 +277,9 @@ class Worker:
                 )
             )
 
-            def fetch() -> Iterator[bytes]:
+            def fetch() -> Iterator[bytes | bytearray | memoryview]:
                 with prov.cursor().copy(query) as cp:
-                    for block in cp:
-                        yield bytes(block)
+                    yield from cp
 
             last_batch = batches[-1]
             with local.transaction():

@@ -239,10 +239,17 @@ def test_failed_range_leaves_target_empty(provider_db, subscriber_db):
     target is emptied again, so no partial copy looks complete."""
     provider_db.sql("create table f (id int primary key, v int)")
     subscriber_db.sql("create table f (id int primary key, v int check (v < 19000))")
+    subscriber_db.sql("create index f_v on f (v)")
     provider_db.sql("insert into f select g, g from generate_series(1, 20000) g")
+    before = _secondary(subscriber_db, "f")
     with pytest.raises(TableError, match="check constraint"):
-        copy_table(provider_db.dsn, subscriber_db.dsn, "f", jobs=4, min_range_bytes=1)
+        copy_table(
+            provider_db.dsn, subscriber_db.dsn, "f", jobs=4, min_range_bytes=1, defer_indexes=True
+        )
     assert subscriber_db.sql("select count(*) from f") == [(0,)]
+    # The primary key and the index were dropped for the load and are back.
+    assert _secondary(subscriber_db, "f") == before
+    assert [r[1] for r in before] == ["f_pkey", "f_v_check", "f_pkey", "f_v"]
 
 
 def test_copy_tables_in_parallel(provider_db, subscriber_db):

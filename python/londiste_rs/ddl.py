@@ -447,7 +447,7 @@ def create_sequence(src: Conn, dst: Conn, name: str | TableName) -> bool:
 class Deferred:
     """One dropped object and the statement that brings it back."""
 
-    kind: str  # 'index' | 'fkey'
+    kind: str  # 'key' | 'index' | 'fkey'
     name: str
     table: str  # the table the object is defined on (for an fkey: the referencing one)
     restore: str  # CREATE INDEX ... / ALTER TABLE ... ADD CONSTRAINT ...
@@ -460,19 +460,26 @@ order by conrelid, conname
 """
 
 
-def defer_secondary(conn: Conn, table: TableName) -> list[Deferred]:
+def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list[Deferred]:
     """Drops, in one committed transaction, the table's indexes that back no constraint and
-    every foreign key from or to it; returns what `restore_secondary` needs to recreate them.
-    Primary key, UNIQUE and EXCLUDE constraints stay (they decide correctness)."""
+    every foreign key from or to it, and with `keys` also its PRIMARY KEY, UNIQUE and EXCLUDE
+    constraints (only safe into an emptied table: building them after the load is faster than
+    maintaining them row by row). Returns what `restore_secondary` needs to recreate them."""
     with conn.transaction():
         _empty_search_path(conn)
-        items = [Deferred("index", n, str(table), d) for n, d in _plain_indexes(conn, table)]
         rows = conn.execute(sql.SQL(_FKEYS).format(t=_regclass(table))).fetchall()
-        items += [
+        items = [
             Deferred("fkey", name, rel, f"ALTER TABLE {rel} ADD CONSTRAINT {_quote(name)} {d}")
             for name, rel, d in rows
         ]
-        for item in items:
+        if keys:
+            items += [
+                Deferred("key", name, str(table),
+                         f"ALTER TABLE {table} ADD CONSTRAINT {_quote(name)} {d}")
+                for name, d in _constraints(conn, table, "pux")
+            ]  # fmt: skip
+        items += [Deferred("index", n, str(table), d) for n, d in _plain_indexes(conn, table)]
+        for item in items:  # in this order: foreign keys need the keys they reference
             if item.kind == "index":
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(item.name)))
             else:
@@ -482,18 +489,21 @@ def defer_secondary(conn: Conn, table: TableName) -> list[Deferred]:
                     )
                 )
     if items:
-        log.info("%s: dropped %d indexes/foreign keys for the load", table, len(items))
+        log.info("%s: dropped %d indexes/constraints for the load", table, len(items))
     return items
 
 
+_RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
+
+
 def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:
-    """Recreates what `defer_secondary` dropped: indexes first, then foreign keys. A foreign
+    """Recreates what `defer_secondary` dropped: keys, indexes, then foreign keys. A foreign
     key comes back NOT VALID and is validated in a second step; when the rows do not satisfy
     it (e.g. its other table is not copied yet) it stays NOT VALID, enforced for new rows, and
     a warning says how to validate it later. Every item is tried; the first failure is raised
     after the others are restored."""
     failed: list[str] = []
-    for item in sorted(items, key=lambda i: i.kind != "index"):
+    for item in sorted(items, key=lambda i: _RESTORE_ORDER[i.kind]):
         stmt = item.restore
         validate = item.kind == "fkey" and not stmt.endswith(" NOT VALID")
         try:

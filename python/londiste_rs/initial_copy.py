@@ -275,8 +275,9 @@ def copy_table(
     The target is emptied first (TRUNCATE ONLY) unless `skip_truncate`. A table larger than
     `min_range_bytes` per range is read in up to `jobs` ctid ranges in parallel, all under one
     exported snapshot, each range written through its own subscriber connection. With
-    `defer_indexes`, the target's plain indexes and foreign keys are dropped first and
-    recreated afterwards, also when the copy fails. Returns the rows copied and the snapshot
+    `defer_indexes`, the target's indexes and foreign keys (and its primary key and unique
+    constraints, unless `skip_truncate` keeps old rows) are dropped first and recreated
+    afterwards, also when the copy fails. Returns the rows copied and the snapshot
     they are as of. On failure nothing is left half-copied: a single range rolls back; several
     ranges (separate transactions) leave the target emptied again (unless `skip_truncate`)."""
     started = time.monotonic()
@@ -345,7 +346,9 @@ def copy_table(
             )
             ranges.append(_Range(reader, writer, copy_out, copy_in))
 
-        deferred = ddl.defer_secondary(admin, target) if defer_indexes else []
+        deferred = []
+        if defer_indexes:
+            deferred = ddl.defer_secondary(admin, target, keys=not skip_truncate)
         try:
             _load(admin, target, ranges, skip_truncate, progress, progress_interval,
                   str(source), total, started)  # fmt: skip

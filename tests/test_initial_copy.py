@@ -293,3 +293,20 @@ def test_progress_printer_tty_and_log(caplog):
         "copy public.t: 500/~1,000 rows, 2.0 MB, 250 rows/s, ETA 0:02",
         "copy public.t: 1,000 rows, 0 B, 250 rows/s, done in 0:04",
     ]
+
+
+def test_partitioned_source_and_target(provider_db, subscriber_db):
+    """Rows of a partitioned table live in its partitions: read and emptied through the parent
+    (FROM ONLY / TRUNCATE ONLY would see nothing or fail)."""
+    for db in (provider_db, subscriber_db):
+        db.sql("create table p (id int, k int, primary key (id, k)) partition by range (k)")
+        db.sql("create table p1 partition of p for values from (0) to (10)")
+        db.sql("create table p2 partition of p for values from (10) to (20)")
+    subscriber_db.sql("insert into p values (-5, 15)")
+    provider_db.sql("insert into p select g, g % 20 from generate_series(1, 3000) g")
+    provider_db.sql("analyze p")
+    seen: list[Progress] = []
+    res = copy_table(provider_db.dsn, subscriber_db.dsn, "p", jobs=4, progress=seen.append)
+    assert res.rows == 3000 and res.ranges == 1 and seen[-1].total_rows == 3000
+    assert digest(subscriber_db, "p", "id") == digest(provider_db, "p", "id")
+    assert subscriber_db.sql("select count(*) from p2") == [(1500,)]

@@ -182,6 +182,16 @@ def exists(conn: Conn, table: TableName) -> bool:
     return bool(row and row[0])
 
 
+def relkind(conn: Conn, table: TableName) -> str:
+    """pg_class.relkind: 'r' table, 'p' partitioned table, 'S' sequence, ..."""
+    row = conn.execute(
+        "select relkind::text from pg_class where oid = to_regclass(%s)", [quoted_name(table)]
+    ).fetchone()
+    if row is None:
+        raise TableError(f"{table} disappeared while being worked on; run the command again")
+    return str(row[0])
+
+
 def _regclass(table: TableName) -> sql.Composable:
     """`'"schema"."table"'::regclass` for catalog queries."""
     return sql.SQL("{}::regclass").format(sql.Literal(quoted_name(table)))

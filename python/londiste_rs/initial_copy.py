@@ -239,18 +239,27 @@ class _Range:
                 conn.cancel_safe(timeout=5)
 
 
-def _estimate(conn: Conn, table: TableName) -> tuple[int, int, int | None]:
-    """(heap blocks now, block size, estimated rows) on the provider."""
+def _estimate(conn: Conn, table: TableName, partitioned: bool) -> tuple[int, int, int | None]:
+    """(heap blocks now, block size, estimated rows) on the provider; a partitioned table's
+    estimate is the sum over its partitions (and its blocks are not used: one range)."""
+    rel = sql.SQL("{}::regclass").format(sql.Literal(ddl.quoted_name(table)))
+    parts = (
+        sql.SQL("(select relid from pg_partition_tree({}) where isleaf)").format(rel)
+        if partitioned
+        else sql.SQL("({})").format(rel)
+    )
     row = conn.execute(
         sql.SQL(
-            "select pg_relation_size(c.oid), current_setting('block_size')::int,"
-            " c.reltuples, c.relpages from pg_class c where c.oid = {}::regclass"
-        ).format(sql.Literal(ddl.quoted_name(table)))
+            "select coalesce(sum(pg_relation_size(c.oid)), 0),"
+            " current_setting('block_size')::int, sum(greatest(c.reltuples, 0)),"
+            " sum(c.relpages), bool_or(c.reltuples < 0)"
+            " from pg_class c where c.oid in {}"
+        ).format(parts)
     ).fetchone()
     assert row is not None
-    size, block_size, reltuples, relpages = row
+    size, block_size, reltuples, relpages, unknown = row
     nblocks = int(size) // int(block_size)
-    if reltuples is None or reltuples < 0:
+    if reltuples is None or unknown:
         return nblocks, block_size, None
     total = reltuples if relpages <= 0 else reltuples / relpages * nblocks
     return nblocks, block_size, int(total)
@@ -301,15 +310,18 @@ def copy_table(
         # can slip in between our snapshot and the end of the copy.
         coord.isolation_level = IsolationLevel.REPEATABLE_READ
         coord.read_only = True
-        coord.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(source.ident))
+        src_partitioned = ddl.relkind(coord, source) == "p"
+        # A partitioned table's rows are in its partitions: read through the parent.
+        only = sql.SQL("" if src_partitioned else "ONLY ")
+        coord.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, source.ident))
         src_cols = ddl.columns(coord, source)
         with admin.transaction():
             dst_cols = ddl.columns(admin, target)
         names = common_columns(target, src_cols, dst_cols)
         chosen = {c.name: c for c in src_cols}
         binary = _binary_portable(coord, [chosen[n].type_oid for n in names])
-        nblocks, block_size, total = _estimate(coord, source)
-        wheres = _ranges(nblocks, block_size, jobs, min_range_bytes)
+        nblocks, block_size, total = _estimate(coord, source, src_partitioned)
+        wheres = _ranges(nblocks, block_size, 1 if src_partitioned else jobs, min_range_bytes)
         export = coord.execute(
             "select pg_current_snapshot()::text"
             + (", pg_export_snapshot()" if len(wheres) > 1 else ", null")
@@ -341,20 +353,28 @@ def copy_table(
         for reader, where in zip(readers, wheres, strict=True):
             writer = connect(dst_dsn, what="subscriber", client_encoding=encoding)
             cleanup.append(writer)
-            copy_out = sql.SQL("COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})").format(
-                cols, source.ident, where, fmt
+            copy_out = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
+                cols, only, source.ident, where, fmt
             )
             ranges.append(_Range(reader, writer, copy_out, copy_in))
 
+        with admin.transaction():
+            dst_partitioned = ddl.relkind(admin, target) == "p"
         deferred = []
         if defer_indexes:
             deferred = ddl.defer_secondary(admin, target, keys=not skip_truncate)
         try:
-            _load(admin, target, ranges, skip_truncate, progress, progress_interval,
-                  str(source), total, started)  # fmt: skip
-        finally:
+            _load(admin, target, dst_partitioned, ranges, skip_truncate, progress,
+                  progress_interval, str(source), total, started)  # fmt: skip
+        except BaseException:
             if deferred:
-                ddl.restore_secondary(admin, deferred)
+                try:
+                    ddl.restore_secondary(admin, deferred)
+                except LondisteError as e:
+                    log.error("%s: after the failed copy: %s", target, e)
+            raise
+        if deferred:
+            ddl.restore_secondary(admin, deferred)
         coord.commit()
         if analyze:
             try:
@@ -385,6 +405,7 @@ def copy_table(
 def _load(
     admin: Conn,
     target: TableName,
+    partitioned: bool,
     ranges: list[_Range],
     skip_truncate: bool,
     progress: ProgressCallback | None,
@@ -395,7 +416,11 @@ def _load(
 ) -> None:
     """Runs the ranges, reporting progress every `interval` seconds from the subscriber's
     pg_stat_progress_copy (exact row counts of running COPYs, no parsing of the stream)."""
-    truncate = sql.SQL("TRUNCATE ONLY {}").format(target.ident)
+    # TRUNCATE ONLY keeps inheritance children out of it; a partitioned table has no rows
+    # of its own and refuses ONLY.
+    truncate = sql.SQL("TRUNCATE {}{}").format(
+        sql.SQL("" if partitioned else "ONLY "), target.ident
+    )
     before: Callable[[Conn], None] | None = None
     if not skip_truncate:
         if len(ranges) == 1:

@@ -14,6 +14,7 @@ from psycopg import sql
 from londiste_rs import queue, schema
 from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
+from londiste_rs.layout import table_layout, type_map
 
 Q = "cq"
 BATCH_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
@@ -63,52 +64,40 @@ def install_queue(db: Any) -> Any:
     return conn
 
 
-def layout(conn: Any, table: str) -> tuple[int, list[int], list[int], list[str]]:
-    """(ncols, key_cols, out_cols, out column names) of a table, from the catalog."""
-    cols = conn.execute(
-        "select attname, attgenerated <> '' from pg_attribute where attrelid = %s::regclass"
-        " and attnum > 0 and not attisdropped order by attnum",
-        [table],
-    ).fetchall()
-    names = [c[0] for c in cols]
-    keys = conn.execute(
-        "select a.attname from pg_index i, unnest(i.indkey) with ordinality k(n, o)"
-        " join pg_attribute a on a.attnum = k.n where i.indrelid = %s::regclass"
-        " and a.attrelid = i.indrelid and i.indisprimary order by k.o",
-        [table],
-    ).fetchall()
-    out = [i for i, c in enumerate(cols) if not c[1]]
-    return len(cols), [names.index(k[0]) for k in keys], out, [names[i] for i in out]
-
-
-def replicate(conn: Any, source: str, target: str, consumer: str = "c") -> dict[str, int]:
+def replicate(
+    conn: Any, source: str, target: str, dst: Any = None, consumer: str = "c"
+) -> dict[str, int]:
     """Takes the next batch, decodes it with the Rust decoder and applies its steps to
-    `target` (same columns as `source`) with binary COPY; returns the decoder's stats."""
+    `target` (same columns as `source`; on `dst`, another database, when given) with binary
+    COPY; returns the decoder's stats."""
+    dst = dst or conn
     queue.force_tick(conn, Q)
     queue.ticker(conn, Q)
     batch = queue.next_batch(conn, Q, consumer)
     assert batch is not None
-    ncols, keys, out, out_names = layout(conn, source)
+    src = table_layout(conn, source)
+    out_names = [src.columns[i].name for i in src.out_cols]
     global_name = conn.execute(
         "select format('%%I.%%I', relnamespace::regnamespace::text, relname)"
         " from pg_class where oid = %s::regclass",
         [source],
     ).fetchone()[0]
     dec = BatchDecoder(exact_order=True)
-    dec.add_table(global_name, ncols, keys, out)
+    dec.add_table(global_name, src.ncols, src.key_cols, src.out_cols, src.walk_cols)
+    dec.set_type_map(type_map(dst, [src]))
     query = f"copy (select {BATCH_COLUMNS} from ({queue.batch_event_sql(conn, batch.batch_id)})"
     query += " ev) to stdout (format binary)"
     with conn.cursor().copy(query) as copy:
         for chunk in copy:
             dec.feed(chunk)
     dec.finish()
-    key_names = [out_names[out.index(k)] for k in keys]
+    key_names = [src.columns[k].name for k in src.key_cols]
     tgt = sql.Identifier(target)
     for kind, _table, payload, _rows, encoding in dec.drain():
         if encoding:
-            conn.execute(sql.SQL("set client_encoding = {}").format(sql.Literal(encoding)))
+            dst.execute(sql.SQL("set client_encoding = {}").format(sql.Literal(encoding)))
         if kind == "truncate":
-            conn.execute(sql.SQL("truncate {}").format(tgt))
+            dst.execute(sql.SQL("truncate {}").format(tgt))
         else:
             # Stage the payload, delete the keys it names, insert the rows (an upsert).
             names = key_names if kind == "delete" else out_names
@@ -116,19 +105,19 @@ def replicate(conn: Any, source: str, target: str, consumer: str = "c") -> dict[
             match = sql.SQL(" and ").join(
                 sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in key_names
             )
-            with conn.transaction():
-                conn.execute(
+            with dst.transaction():
+                dst.execute(
                     sql.SQL(
                         "create temp table s on commit drop as select {} from {} limit 0"
                     ).format(cols, tgt)
                 )
-                with conn.cursor().copy("copy s from stdin (format binary)") as cp:
+                with dst.cursor().copy("copy s from stdin (format binary)") as cp:
                     cp.write(payload)
-                conn.execute(sql.SQL("delete from {} t using s where {}").format(tgt, match))
+                dst.execute(sql.SQL("delete from {} t using s where {}").format(tgt, match))
                 if kind == "upsert":
-                    conn.execute(sql.SQL("insert into {} ({}) select * from s").format(tgt, cols))
+                    dst.execute(sql.SQL("insert into {} ({}) select * from s").format(tgt, cols))
         if encoding:
-            conn.execute("reset client_encoding")
+            dst.execute("reset client_encoding")
     queue.finish_batch(conn, batch.batch_id)
     return dec.stats()
 
@@ -290,3 +279,24 @@ def test_encoding_round_trips_random_values(provider_db, rows):
             )
         replicate(conn, "src", "dst")
         assert rows_as_text(conn, "dst") == rows_as_text(conn, "src")
+
+
+def test_user_defined_types_get_the_subscribers_oids(provider_db, subscriber_db):
+    """Arrays of enums and composites embed type OIDs, which differ in another database: the
+    layout's walked columns and the type map let the decoder rewrite them."""
+    conn = install_queue(provider_db)
+    conn.execute(TYPES_DDL.encode())
+    queue.capture_attach(conn, Q, "src")
+    conn.execute(ROWS.encode())
+    layout = table_layout(conn, "src")
+    walked = {layout.columns[i].name for i in layout.walk_cols}
+    assert walked == {"ea", "c", "ca"}
+    with subscriber_db.connect() as dst:
+        dst.execute("create type unrelated as enum ('x')")  # shifts every OID that follows
+        dst.execute(TYPES_DDL.replace("create table src", "create table dst").encode())
+        assert type_map(dst, [layout])[layout.columns[27].type_oid][1] == "array"
+        replicate(conn, "src", "dst", dst)
+        assert rows_as_text(dst, "dst") == rows_as_text(conn, "src")
+        dst.execute("drop type pair cascade")
+        with pytest.raises(TableError, match=r"type public\.pair used by table src does not exist"):
+            type_map(dst, [layout])

@@ -308,3 +308,21 @@ def test_consumers_register_at_ticks_and_queues_drop_cleanly(provider_db):
     assert queue.drop_queue(conn, Q, force=True)
     left = conn.execute("select count(*) from pg_class where relname like 'event\\_1%%'")
     assert left.fetchone() == (0,)
+
+
+def test_events_written_with_the_tick_belong_to_it(provider_db):
+    """A branch copies events and makes the provider's tick in one transaction: the events
+    must land in the batch that ends at that tick, whatever else commits meanwhile."""
+    conn = open_queue(provider_db)
+    queue.set_queue_config(conn, Q, "external_ticker", "true")
+    other = writer(provider_db)
+    for n in range(5):
+        with conn.transaction():
+            emit(conn, f"own{n}")
+            if n % 2:  # another transaction takes a txid and commits after ours began
+                emit(other, "other")
+                other.commit()
+            made = conn.execute("select londiste_rs.ticker(%s, %s, now(), 0)", [Q, 10 + n])
+            assert made.fetchone() == (10 + n,)
+        got = take(conn)
+        assert got is not None and f"own{n}" in got

@@ -2,6 +2,11 @@
 --   Records a tick with the current snapshot, after sanity checks: READ COMMITTED (an older
 --   transaction snapshot would cut batches in the past), snapshot not older than the last
 --   tick's, never the same snapshot twice. The caller holds the queue row lock.
+--   Events written by the ticking transaction itself belong to this tick (a branch copies
+--   events and ticks in one transaction): PostgreSQL leaves a transaction's own txid out of
+--   its snapshot's in-progress list but may put it at or above xmax, which would make it
+--   invisible here and visible in the next snapshot depending on timing. So when it is at or
+--   above xmax, xmax is moved past it and the txids in between are listed as in progress.
 --   Returns: the tick id, or NULL when the snapshot equals the last tick's.
 create or replace function londiste_rs._tick(
     i_queue_id int4, i_tick_id int8, i_tick_time timestamptz, i_event_seq int8)
@@ -9,6 +14,7 @@ returns int8 language plpgsql as $$
 declare
     last record;
     snap pg_snapshot;
+    own xid8 := pg_current_xact_id_if_assigned();
 begin
     if current_setting('transaction_isolation') <> 'read committed' then
         raise exception 'ticks must be made in READ COMMITTED transactions, not %',
@@ -18,6 +24,14 @@ begin
     select tick_id, tick_snapshot into last from londiste_rs.tick
      where tick_queue = i_queue_id order by tick_id desc limit 1;
     snap := pg_current_snapshot();
+    if own >= pg_snapshot_xmax(snap) then
+        snap := format('%s:%s:%s', pg_snapshot_xmin(snap), own::text::int8 + 1,
+                       array_to_string(array(
+                           select x::text::int8 from pg_snapshot_xip(snap) x
+                           union
+                           select generate_series(pg_snapshot_xmax(snap)::text::int8, own::text::int8 - 1)
+                           order by 1), ','))::pg_snapshot;
+    end if;
     if found then
         if pg_snapshot_xmax(snap) < pg_snapshot_xmax(last.tick_snapshot)
            or pg_snapshot_xmin(snap) < pg_snapshot_xmin(last.tick_snapshot) then

@@ -196,6 +196,13 @@ def location_of(conn: psycopg.Connection[Any], queue: str, node: str) -> str:
     )
 
 
+def worker_running(cfg: JobConfig) -> bool:
+    """Whether this node's worker runs as a daemon here (its pidfile names a live process)."""
+    from londiste_rs.daemon import running_pid
+
+    return cfg.pidfile is not None and running_pid(cfg.pidfile) is not None
+
+
 def set_paused(cfg: JobConfig, paused: bool) -> NodeInfo:
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         info = require_node(conn, cfg, ("branch", "leaf"), "pause" if paused else "resume")
@@ -398,7 +405,7 @@ def change_provider(cfg: JobConfig, new_provider: str) -> str:
         conn.execute("select londiste_rs.set_consumer_paused(%s, true)", [queue])
         try:
             # let a running worker finish its batch and acknowledge the pause
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + (30 if worker_running(cfg) else 0)
             while time.monotonic() < deadline:
                 cur = get_node_info(conn, queue)
                 if cur is None or cur.uptodate:

@@ -170,6 +170,8 @@ class Worker:
                 "register it with change-provider"
             )
         prov = self._provider(info.provider_location)
+        if info.node_type == "branch":
+            self._branch_tick(local, prov)
         pending = pending_copies(local, self.queue)
         if pending:
             with local.transaction():
@@ -291,6 +293,8 @@ class Worker:
                     [self.queue, last_batch.cur_tick_id, last_batch.cur_tick_time],
                 )
             # the local commit happened; now the provider's finish commits (leaving the block)
+            if info.node_type == "branch":
+                self._branch_tick(local, prov)
         release_copy_snapshots(local, prov, self.queue, last_batch.cur_tick_id)
         self.stats_applied += stats.upserts + stats.deletes
         log.info(
@@ -337,9 +341,32 @@ class Worker:
         ):
             for block in out:
                 inp.write(block)
+
+    def _branch_tick(self, local: psycopg.Connection[Any], prov: psycopg.Connection[Any]) -> None:
+        """Branch: gives the local queue the provider's tick for the last applied batch, in
+        its own transaction after the apply committed. (A snapshot never shows its own
+        transaction as finished, so a tick made in the apply transaction would leave the
+        re-queued events to the next tick.) Also repairs a tick missing after a crash."""
+        row = local.execute(
+            "select s.last_tick_id, (select max(t.tick_id) from londiste_rs.tick t"
+            "  join londiste_rs.queue q on q.queue_id = t.tick_queue where q.queue_name = %s)"
+            " from londiste_rs.local_state s where s.queue_name = %s",
+            [self.queue, self.queue],
+        ).fetchone()
+        if row is None or row[0] is None or (row[1] is not None and row[1] >= row[0]):
+            return
+        tick = prov.execute(
+            "select t.tick_time, t.tick_event_seq from londiste_rs.tick t"
+            " join londiste_rs.queue q on q.queue_id = t.tick_queue"
+            " where q.queue_name = %s and t.tick_id = %s",
+            [self.queue, row[0]],
+        ).fetchone()
+        if tick is None:
+            raise LondisteError(
+                f"tick {row[0]} is gone from the provider; the branch queue cannot get it"
+            )
         local.execute(
-            "select londiste_rs.ticker(%s, %s, %s, %s)",
-            [self.queue, b.cur_tick_id, b.cur_tick_time, b.cur_tick_event_seq],
+            "select londiste_rs.ticker(%s, %s, %s, %s)", [self.queue, row[0], tick[0], tick[1]]
         )
 
 

@@ -156,7 +156,7 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
 
 def _pause(config: Path, paused: bool) -> None:
-    from londiste_rs.node import get_node_info, set_paused
+    from londiste_rs.node import get_node_info, set_paused, worker_running
     from londiste_rs.pgcluster import wait_for
 
     cfg = _cfg(config)
@@ -169,7 +169,7 @@ def _pause(config: Path, paused: bool) -> None:
             return cur is None or cur.uptodate
 
         try:
-            wait_for("the worker to acknowledge", acked, timeout=10)
+            wait_for("the worker to acknowledge", acked, timeout=10 if worker_running(cfg) else 0)
             typer.echo(f"node {info.node_name} {word}")
         except TimeoutError:
             typer.echo(f"node {info.node_name} {word} (no running worker acknowledged it yet)")

@@ -170,10 +170,12 @@ def create_subscriber(
                         "select londiste_rs.set_queue_config(%s, 'external_ticker', 'true')",
                         [queue],
                     )
-                    local.execute(
-                        "select londiste_rs.ticker(%s, %s, %s, %s)",
-                        [queue, tick, tick_row[0], tick_row[1]],
-                    )
+                    # (a new queue has a first tick of its own; only a later one is added)
+                    if (provider_tick(local, queue) or 0) < tick:
+                        local.execute(
+                            "select londiste_rs.ticker(%s, %s, %s, %s)",
+                            [queue, tick, tick_row[0], tick_row[1]],
+                        )
     log.info("%s node %s follows %s from tick %s", kind, name, pinfo.node_name, tick)
     return True
 

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -34,6 +35,11 @@ NAMES = [("ours", "londiste-rs"), ("londiste3", "londiste3"), ("logical", "nativ
          ("raw", "raw COPY pipe"), ("none", "no capture")]  # fmt: skip
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a test's timeout, `kill`) unwinds like Ctrl-C, so the clusters are removed.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every scenario at small size")
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this scenario (repeatable)")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="keep the tools' logs")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     sizes = QUICK if args.quick else FULL

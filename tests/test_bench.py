@@ -34,10 +34,17 @@ def test_quick_bench_runs_and_verifies(tmp_path: Path) -> None:
     why = _stock_londiste3_missing()
     if why:
         pytest.skip(why)
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(RUN), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=540, check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=540)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the bench removes its clusters on SIGTERM
+        stdout, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"bench --quick took over 540 s:\n{stdout[-3000:]}")
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["scenarios"]) == SCENARIOS

@@ -65,12 +65,15 @@ def steady_load(link: Link, rate: float, seconds: float, scale: int,
     committed: dict[int, float] = {}
     visible: dict[int, float] = {}
     done = threading.Event()
+    ready = threading.Event()
     errors: list[BaseException] = []
 
     def probe() -> None:
         try:
             with psycopg.connect(link.dst.dsn, autocommit=True) as conn:
+                # Read before the writer starts, so no commit is visible before it is noted.
                 seen = workload.last_hid(conn)
+                ready.set()
                 deadline = None
                 while True:
                     newest = workload.last_hid(conn)
@@ -85,9 +88,12 @@ def steady_load(link: Link, rate: float, seconds: float, scale: int,
                     time.sleep(PROBE_INTERVAL)
         except BaseException as e:
             errors.append(e)
+        finally:
+            ready.set()
 
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
+    ready.wait(timeout)
     rng = random.Random(42)
     try:
         with psycopg.connect(link.src.dsn) as conn:

@@ -83,24 +83,30 @@ def _ratio(a: float, b: float) -> str:
 
 
 def summary_table(results: Results, peers: Sequence[tuple[str, str]]) -> list[str]:
-    """One line per scenario: the first metric's median for each tool, ours ÷ each peer."""
-    head = ["scenario", "metric"] + [n for _, n in peers]
+    """One line per scenario and metric: each tool's median, the scenario's reference (the raw
+    COPY pipe, or writes with no capture) where it has one, and ours ÷ each peer."""
+    head = ["scenario", "metric"] + [n for _, n in peers] + ["reference"]
     head += [f"ours ÷ {n}" for k, n in peers if k != OURS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    peer_keys = {k for k, _ in peers}
     for key, info in results.scenarios.items():
-        m = info["metrics"][0]
         med = medians(results, key)
-        row = [key, f"{m['title']} ({m['unit']}, {m['better']} is better)"]
-        for tool, _ in peers:
-            v = med.get(tool, {}).get(m["key"])
-            row.append(_fmt(v, m["unit"]) if v is not None else "n/a")
-        ours = med.get(OURS, {}).get(m["key"])
-        for tool, _ in peers:
-            if tool == OURS:
-                continue
-            v = med.get(tool, {}).get(m["key"])
-            row.append(_ratio(ours, v) if ours is not None and v is not None else "n/a")
-        lines.append("| " + " | ".join(row) + " |")
+        references = [(t, n) for t, n in info["tools"] if t not in peer_keys]
+        for m in info["metrics"]:
+            row = [key, f"{m['title']} ({m['unit']}, {m['better']} is better)"]
+            for tool, _ in peers:
+                v = med.get(tool, {}).get(m["key"])
+                row.append(_fmt(v, m["unit"]) if v is not None else "n/a")
+            refs = [f"{n}: {_fmt(med[t][m['key']], m['unit'])}" for t, n in references
+                    if m["key"] in med.get(t, {})]  # fmt: skip
+            row.append(", ".join(refs) or "–")
+            ours = med.get(OURS, {}).get(m["key"])
+            for tool, _ in peers:
+                if tool == OURS:
+                    continue
+                v = med.get(tool, {}).get(m["key"])
+                row.append(_ratio(ours, v) if ours is not None and v is not None else "n/a")
+            lines.append("| " + " | ".join(row) + " |")
     return lines
 
 

@@ -28,6 +28,7 @@ from psycopg import sql
 
 from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
+from londiste_rs.layout import TableLayout, type_map
 from londiste_rs.tables import parents_first, split_name
 
 log = logging.getLogger(__name__)
@@ -42,23 +43,16 @@ FALLBACK_ERRORS: tuple[type[psycopg.Error], ...] = (
     pgerrors.CardinalityViolation,
 )
 
-FIRST_USER_OID = 16384
 FEED_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type_oid: int
-    type_name: str
 
 
 @dataclass
 class TablePlan:
     """How one replicated table is applied: the source row layout (from the provider's
-    catalog) mapped onto the local target table."""
+    catalog, `layout.table_layout`) mapped onto the local target table."""
 
     name: str  # global name, as in ev_extra1
+    source: TableLayout  # the provider's layout (its types feed the type map)
     dest: str  # the local table's name
     target: sql.Composable  # the local table, quoted
     ncols: int  # fields in a full-row payload
@@ -88,70 +82,39 @@ class ApplyStats:
 
 
 # -- catalog ---------------------------------------------------------------------------------
-_COLUMNS_SQL = """
-select a.attname, a.atttypid::int8, format_type(a.atttypid, a.atttypmod),
-       a.attgenerated <> '', a.attidentity = 'a',
-       coalesce((select k.n from unnest(i.indkey) with ordinality k(att, n)
-                 where k.att = a.attnum), 0) as keypos
-from pg_attribute a
-left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
-where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
-order by a.attnum
-"""
-
-
-def table_columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
-    """(name, type oid, type name, generated, identity always, key position) per column."""
-    try:
-        return conn.execute(_COLUMNS_SQL, [table]).fetchall()
-    except pgerrors.UndefinedTable:
-        raise TableError(
-            f"table {table} does not exist on {conn.info.dbname}; create it there first"
-        ) from None
-
-
-def plan_table(
-    name: str,
-    target: str,
-    source_columns: list[tuple[Any, ...]],
-    target_columns: list[tuple[Any, ...]],
-) -> TablePlan:
-    """Maps the source layout onto the target by column name; refuses mismatched types."""
-    local = {c[0]: c for c in target_columns}
-    keys = sorted((c[5], i) for i, c in enumerate(source_columns) if c[5])
-    if not keys:
-        raise TableError(f"table {name} has no primary key on the provider; add one")
-    key_cols = [i for _, i in keys]
+def plan_table(name: str, target: str, source: TableLayout, local: TableLayout) -> TablePlan:
+    """Maps the source layout onto the local table by column name; refuses mismatched types."""
+    mine = {c.name: c for c in local.columns}
+    key_cols = list(source.key_cols)
     out_cols: list[int] = []
-    walk: list[int] = []
-    for i, (col, oid, typ, _gen, _ident, _kp) in enumerate(source_columns):
-        mine = local.get(col)
-        if mine is None:
+    for i, col in enumerate(source.columns):
+        here = mine.get(col.name)
+        if here is None:
             if i in key_cols:
-                raise TableError(f"table {target} has no key column {col}; add it")
-            log.warning("%s: column %s is not on the subscriber; ignored", target, col)
+                raise TableError(f"table {target} has no key column {col.name}; add it")
+            log.warning("%s: column %s is not on the subscriber; ignored", target, col.name)
             continue
-        if mine[2] != typ:
+        if here.type_name != col.type_name:
             raise TableError(
-                f"table {target}: column {col} is {mine[2]} here but {typ} on the provider; "
-                "make the types equal"
+                f"table {target}: column {col.name} is {here.type_name} here but "
+                f"{col.type_name} on the provider; make the types equal"
             )
-        if oid >= FIRST_USER_OID:
-            walk.append(i)
-        if not mine[3]:  # generated columns are computed here
+        if not here.generated:  # generated columns are computed here
             out_cols.append(i)
-    names = [c[0] for c in source_columns]
+    names = [c.name for c in source.columns]
     return TablePlan(
         name=name,
+        source=source,
         dest=target,
         target=sql.SQL(".").join(sql.Identifier(p) for p in split_name(target)),
-        ncols=len(source_columns),
+        ncols=source.ncols,
         key_cols=key_cols,
         out_cols=out_cols,
         key_names=[names[i] for i in key_cols],
         out_names=[names[i] for i in out_cols],
-        identity_always=any(c[4] for c in target_columns),
-        walk_cols=walk,
+        identity_always=any(c.identity_always for c in local.columns),
+        # values that embed user-defined type OIDs get the subscriber's (the type map)
+        walk_cols=[i for i in source.walk_cols if i in out_cols],
     )
 
 
@@ -211,10 +174,23 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
 
 
 # -- applying --------------------------------------------------------------------------------
-def make_decoder(plans: list[TablePlan], chunk_bytes: int, exact_order: bool) -> BatchDecoder:
+TypeMap = dict[int, tuple[int, str, int | None]]
+
+
+def make_type_map(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> TypeMap:
+    """The decoder's type map for these plans: the source's user-defined types, found on the
+    subscriber (`conn`) by schema and name (`layout.type_map`)."""
+    return type_map(conn, [p.source for p in plans])
+
+
+def make_decoder(
+    plans: list[TablePlan], chunk_bytes: int, exact_order: bool, types: TypeMap | None = None
+) -> BatchDecoder:
     dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact_order)
     for p in plans:
         dec.add_table(p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot)
+    if types:
+        dec.set_type_map(types)
     return dec
 
 
@@ -257,9 +233,10 @@ def _apply_stream(
     chunk_bytes: int,
     exact_order: bool,
     stats: ApplyStats,
+    types: TypeMap | None,
 ) -> None:
     by_name = {p.name: p for p in plans}
-    dec = make_decoder(plans, chunk_bytes, exact_order)
+    dec = make_decoder(plans, chunk_bytes, exact_order, types)
     buf = bytearray()
     for block in blocks:
         # COPY hands out one row per block; the decoder wants big chunks (fixed cost per call,
@@ -285,15 +262,16 @@ def apply_events(
     plans: list[TablePlan],
     fetch: Callable[[], Iterator[bytes | bytearray | memoryview]],
     chunk_bytes: int,
+    types: TypeMap | None = None,
 ) -> ApplyStats:
     """Applies the events `fetch()` streams, inside the caller's transaction on `conn`:
     set-based first; on a constraint violation, rolled back to a savepoint and re-applied in
-    exact event order (`fetch` is called again)."""
+    exact event order (`fetch` is called again). `types`: the type map (`make_type_map`)."""
     started = time.monotonic()
     stats = ApplyStats()
     try:
         with conn.transaction():
-            _apply_stream(conn, plans, fetch(), chunk_bytes, False, stats)
+            _apply_stream(conn, plans, fetch(), chunk_bytes, False, stats, types)
     except FALLBACK_ERRORS as e:
         log.warning(
             "set-based apply failed (%s); re-applying the batch in exact event order",
@@ -301,7 +279,7 @@ def apply_events(
         )
         stats = ApplyStats(exact_order=True)
         with conn.transaction():
-            _apply_stream(conn, plans, fetch(), chunk_bytes, True, stats)
+            _apply_stream(conn, plans, fetch(), chunk_bytes, True, stats, types)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -20,7 +20,8 @@ from londiste_rs.errors import TableError
 FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: built-in OIDs are the same everywhere
 
 _COLUMNS = """
-select a.attname, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+select a.attname, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
+       a.attidentity = 'a'
 from pg_attribute a
 where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
 order by a.attnum
@@ -74,6 +75,7 @@ class Column:
     type_oid: int
     type_name: str  # format_type, with typmod
     generated: bool
+    identity_always: bool = False  # GENERATED ALWAYS AS IDENTITY (an insert must override it)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def table_layout(conn: psycopg.Connection[Any], table: str) -> TableLayout:
         rows = conn.execute(_COLUMNS, [table]).fetchall()
     except psycopg.errors.UndefinedTable:
         raise TableError(f"table {table} does not exist; check its name (schema.table)") from None
-    columns = tuple(Column(r[0], r[1], r[2], r[3]) for r in rows)
+    columns = tuple(Column(*r) for r in rows)
     names = [c.name for c in columns]
     key = tuple(names.index(r[0]) for r in conn.execute(_KEY, [table]).fetchall())
     if not key:

@@ -32,15 +32,17 @@ from psycopg import sql
 from londiste_rs import daemon
 from londiste_rs.apply import (
     TablePlan,
+    TypeMap,
     apply_events,
+    make_type_map,
     order_parents_first,
     plan_table,
     prepare_staging,
-    table_columns,
 )
 from londiste_rs.config import JobConfig
 from londiste_rs.db import connect, first_line, redact
 from londiste_rs.errors import ConnectError, LondisteError
+from londiste_rs.layout import table_layout
 from londiste_rs.node import NodeInfo, require_node
 from londiste_rs.tables import copy_pending, pending_copies, release_copy_snapshots
 
@@ -79,6 +81,7 @@ class Worker:
         self.provider_location: str | None = None
         self.connected_at = 0.0
         self.plans: list[TablePlan] = []
+        self.types: TypeMap = {}
         self.plans_key: object = None
         self.stats_applied = 0
 
@@ -201,10 +204,11 @@ class Worker:
             return
         plans = []
         for name, dest, snap in rows:
-            p = plan_table(name, dest, table_columns(prov, name), table_columns(local, dest))
+            p = plan_table(name, dest, table_layout(prov, name), table_layout(local, dest))
             p.skip_snapshot = _parse_snapshot(snap) if snap else None
             plans.append(p)
         self.plans = order_parents_first(local, plans)
+        self.types = make_type_map(local, self.plans)
         prepare_staging(local, self.plans)
         self.plans_key = key
 
@@ -285,7 +289,9 @@ class Worker:
 
             last_batch = batches[-1]
             with local.transaction():
-                stats = apply_events(local, self.plans, fetch, self.cfg.apply_chunk_bytes)
+                stats = apply_events(
+                    local, self.plans, fetch, self.cfg.apply_chunk_bytes, self.types
+                )
                 if info.node_type == "branch":
                     self._requeue(local, prov, batches[0], queries[0])
                 local.execute(

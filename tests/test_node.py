@@ -93,8 +93,10 @@ def test_wrong_kind_and_unknown_node_are_one_line_errors(tmp_path, provider_db, 
         run_cli(str(leaf), "create-leaf", "other", f"--provider={provider_db.dsn}")
     )
     assert "already is leaf node slave" in msg
-    # drop-node of another name
-    assert "not other" in one_line_error(run_cli(str(leaf), "drop-node", "other"))
+    # drop-node of a node nobody knows
+    assert "unknown node other in queue q1" in one_line_error(
+        run_cli(str(leaf), "drop-node", "other")
+    )
     # change-provider to an unknown node
     assert "unknown node nosuch" in one_line_error(
         run_cli(str(leaf), "change-provider", "--provider=nosuch")

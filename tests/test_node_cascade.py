@@ -9,7 +9,7 @@ from typing import Any
 
 from londiste_rs.config import load_job_config
 from londiste_rs.worker import Worker
-from test_node import job_ini, ok
+from test_node import job_ini, ok, one_line_error, run_cli
 from test_worker import tick
 
 SCHEMA = "create table t (id int primary key, v int not null, s text);"
@@ -93,3 +93,60 @@ def test_leaf_follows_branch_then_moves_to_root(
     finally:
         bw.close()
         lw.close()
+
+
+def member_names(db: Any) -> list[str]:
+    return [r[0] for r in db.sql("select node_name from londiste_rs.node_location order by 1")]
+
+
+def test_drop_node_leaves_every_member_list(
+    tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster
+):
+    root_db, branch_db, leaf_db = (
+        make_db(provider_cluster),
+        make_db(subscriber_cluster),
+        make_db(third_cluster),
+    )
+    root = job_ini(tmp_path, "root", root_db.dsn)
+    branch = job_ini(tmp_path, "branch", branch_db.dsn)
+    leaf = job_ini(tmp_path, "leaf", leaf_db.dsn)
+    ok(str(root), "create-root", "root")
+    ok(str(branch), "create-branch", "branch", f"--provider={root_db.dsn}")
+    ok(str(leaf), "create-leaf", "leaf", f"--provider={branch_db.dsn}")
+    # the root learns of the leaf under the branch too
+    assert member_names(root_db) == ["branch", "leaf", "root"]
+    assert member_names(leaf_db) == ["branch", "leaf", "root"]
+    # a member that went away for good: known, never reachable
+    root_db.sql(
+        "select londiste_rs.register_location('q1', 'ghost', 'host=127.0.0.1 port=1 dbname=x')"
+    )
+
+    # refused while it has subscribers, from any member's config, one line with the fix
+    for ini in (branch, root):
+        msg = one_line_error(run_cli(str(ini), "drop-node", "branch"))
+        assert "node branch still has subscribers (leaf)" in msg and "change-provider" in msg
+    assert "subscribers (branch)" in one_line_error(run_cli(str(root), "drop-node", "root"))
+
+    # the leaf dropped from the ROOT's config: gone in its database and from every list
+    out = ok(str(root), "drop-node", "leaf")
+    assert "node leaf dropped" in out
+    assert "not removed from member ghost" in out and "127.0.0.1:1" in out
+    assert leaf_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]
+    assert branch_db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
+    assert member_names(root_db) == ["branch", "ghost", "root"]
+    assert member_names(branch_db) == ["branch", "root"]
+    assert branch_db.sql(
+        "select count(*) from londiste_rs.subscription s join londiste_rs.consumer c"
+        " on c.co_id = s.sub_consumer where c.co_name = 'leaf'"
+    ) == [(0,)]
+
+    # a dead node is dropped from the lists of the others
+    ok(str(branch), "drop-node", "ghost")
+    assert member_names(root_db) == ["branch", "root"]
+    # the branch with its own config; then the root is alone and can go too
+    ok(str(branch), "drop-node", "branch")
+    assert branch_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]
+    assert member_names(root_db) == ["root"]
+    assert root_db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
+    ok(str(root), "drop-node", "root")
+    assert root_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]

@@ -8,6 +8,7 @@ committed, so a failure on either side leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,10 +115,9 @@ def create_subscriber(
         raise UsageError(f"create-{kind} needs --provider=CONNSTR (the node to follow)")
     location = location or cfg.public_node_location or cfg.db
     queue = cfg.queue_name
-    with (
-        connect(cfg.db, autocommit=True, what="node database") as local,
-        connect(provider, autocommit=True, what="provider") as prov,
-    ):
+    with contextlib.ExitStack() as stack:
+        local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))
+        prov = stack.enter_context(connect(provider, autocommit=True, what="provider"))
         pinfo = get_node_info(prov, queue)
         if pinfo is None:
             raise NotInstalledError(
@@ -131,6 +131,15 @@ def create_subscriber(
             )
         if not _check_new(local, cfg, kind, name):
             return False
+        # The root learns every member (as londiste3's create-branch/-leaf does), so drop-node
+        # and takeover find them; its transaction commits last, after the provider's.
+        root_location = None if pinfo.node_type == "root" else _find_root(cfg, provider)
+        if root_location is not None:
+            root = stack.enter_context(connect(root_location, autocommit=True, what="root"))
+            stack.enter_context(root.transaction())
+            root.execute(
+                "select londiste_rs.register_location(%s, %s, %s)", [queue, name, location]
+            )
         # Provider first, left uncommitted until the local side is in place.
         with prov.transaction():
             prov.execute(
@@ -212,39 +221,88 @@ def set_paused(cfg: JobConfig, paused: bool) -> NodeInfo:
         return info
 
 
-def drop_node(cfg: JobConfig, name: str) -> None:
-    """Drops the local node `name`: refuses while it has subscribers; unsubscribes it from its
-    provider; removes node rows and its queue (drop_queue removes the capture triggers)."""
+def _reach_members(
+    cfg: JobConfig, local: psycopg.Connection[Any], stack: contextlib.ExitStack
+) -> tuple[dict[str, psycopg.Connection[Any]], dict[str, str]]:
+    """Every member of the cascade that can be found from this node: the member lists of every
+    reachable member, followed transitively (a node knows its provider's list as of its
+    creation, its provider knows it). Returns (name -> open connection, name -> why not)."""
     queue = cfg.queue_name
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        info = require_node(conn, cfg, KINDS, "drop-node")
-        if info.node_name != name:
-            raise UsageError(
-                f"this database is node {info.node_name}, not {name}; run drop-node with "
-                f"{name}'s own config"
-            )
-        subs = conn.execute(
-            "select subscriber_node from londiste_rs.subscriber_info where queue_name = %s",
-            [queue],
-        ).fetchall()
-        if subs:
-            names = ", ".join(str(s[0]) for s in subs)
-            raise UsageError(
-                f"node {name} still has subscribers ({names}); drop them or move them "
-                "with change-provider first"
-            )
-        if info.provider_location:
+    info = get_node_info(local, queue)
+    assert info is not None
+    conns: dict[str, psycopg.Connection[Any]] = {info.node_name: local}
+    failed: dict[str, str] = {}
+    todo = [local]
+    while todo:
+        for member, location, _dead in members(todo.pop(), queue):
+            if member in conns or member in failed:
+                continue
             try:
-                with (
-                    connect(info.provider_location, autocommit=True, what="provider") as prov,
-                    prov.transaction(),
-                ):
-                    prov.execute("select londiste_rs.unregister_subscriber(%s, %s)", [queue, name])
-                    prov.execute("select londiste_rs.unregister_location(%s, %s)", [queue, name])
+                conn = stack.enter_context(
+                    connect(location, autocommit=True, what=f"member {member}")
+                )
+                if get_node_info(conn, queue) is None:
+                    raise NotInstalledError(f"{describe(location)} is not a node of {queue}")
             except (LondisteError, psycopg.Error) as e:
-                log.warning("could not unsubscribe from provider %s: %s", info.provider_node, e)
-        with conn.transaction():
-            conn.execute("select londiste_rs.drop_node(%s)", [queue])
+                failed[member] = first_line(e)
+                continue
+            conns[member] = conn
+            todo.append(conn)
+    return conns, failed
+
+
+def drop_node(cfg: JobConfig, name: str) -> dict[str, str]:
+    """Drops node `name` of the config's queue; run with any member's config (the node's own,
+    or another one's when the node is gone). Refuses while the node has subscribers. Drops it
+    in its own database (node rows and, on a root or branch, its queue and capture triggers),
+    then unsubscribes it and removes it from the location list of every member reachable
+    (reference §1.2). Returns the members that could not be reached: name -> why."""
+    queue = cfg.queue_name
+    with contextlib.ExitStack() as stack:
+        local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))
+        info = require_node(local, cfg, KINDS, "drop-node")
+        conns, failed = _reach_members(cfg, local, stack)
+        if name not in conns and name not in failed:
+            raise UsageError(
+                f"unknown node {name} in queue {queue}; 'londiste-rs {cfg.path.name} members' "
+                "lists the nodes"
+            )
+        target = conns.get(name)
+        subs: set[str] = set()
+        if target is not None:
+            subs.update(
+                str(r[0])
+                for r in target.execute(
+                    "select subscriber_node from londiste_rs.subscriber_info where queue_name = %s",
+                    [queue],
+                ).fetchall()
+            )
+        for member, conn in conns.items():
+            minfo = get_node_info(conn, queue)
+            if minfo is not None and minfo.provider_node == name and member != name:
+                subs.add(member)
+        if subs:
+            raise UsageError(
+                f"node {name} still has subscribers ({', '.join(sorted(subs))}); move them "
+                "with 'change-provider --provider=NODE' or drop them first"
+            )
+        if target is not None:
+            with target.transaction():
+                target.execute("select londiste_rs.drop_node(%s)", [queue])
+        else:
+            log.warning("node %s not reached (%s); removing it from the others", name, failed[name])
+        unreached = {m: why for m, why in failed.items() if m != name}
+        for member, conn in conns.items():
+            if member == name:
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute("select londiste_rs.unregister_subscriber(%s, %s)", [queue, name])
+                    conn.execute("select londiste_rs.unregister_location(%s, %s)", [queue, name])
+            except psycopg.Error as e:
+                unreached[member] = first_line(e)
+        log.info("node %s dropped (by %s)", name, info.node_name)
+        return unreached
 
 
 def provider_tick(conn: psycopg.Connection[Any], queue: str) -> int | None:

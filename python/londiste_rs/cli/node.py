@@ -226,11 +226,17 @@ def change_provider(
 
 @app.command("drop-node")
 def drop_node(config: Path = ConfigArg, name: str = typer.Argument(..., help="Node name.")) -> None:
-    """Remove this node: unsubscribe from its provider, drop its queue and registry."""
+    """Remove a node (this one, or another member, also a dead one): refused while it has
+    subscribers; drops it in its database and from every member's list."""
     from londiste_rs.node import drop_node as drop
 
-    drop(_cfg(config), name)
+    unreached = drop(_cfg(config), name)
     typer.echo(f"node {name} dropped")
+    for member, why in sorted(unreached.items()):
+        typer.echo(
+            f"not removed from member {member} ({redact(why)}); when it is back, run "
+            f"drop-node {name} with {member}'s config"
+        )
 
 
 @app.command("add-table")

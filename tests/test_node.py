@@ -142,3 +142,58 @@ def test_branch_gets_its_own_externally_ticked_queue(tmp_path, provider_db, subs
         " join londiste_rs.tick t on t.tick_queue = q.queue_id group by 1"
     )
     assert rows == [(True, tick)]
+
+
+def test_json_outputs_for_scripts(tmp_path, provider_db, subscriber_db):
+    """members, node-info and status --json: one parsable document each, stable keys, times
+    as ISO text, no password anywhere (also in a status line for an unreachable node)."""
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
+    ok(str(root), "create-root", "master")
+    public = f"{subscriber_db.dsn} password=sekrit"  # trust auth: the password is not checked
+    ok(str(leaf), "create-leaf", "slave", public, f"--provider={provider_db.dsn}")
+
+    out = ok(str(leaf), "members", "--json")
+    assert "sekrit" not in out
+    assert json.loads(out) == [
+        {"node_name": "master", "dead": False, "node_location": provider_db.dsn},
+        {"node_name": "slave", "dead": False, "node_location": public.replace("sekrit", "***")},
+    ]
+
+    out = ok(str(leaf), "node-info", "--json")
+    info = json.loads(out)
+    assert "sekrit" not in out
+    assert info["queue_name"] == "q1" and info["node_name"] == "slave"
+    assert info["provider_node"] == "master" and info["provider_location"] == provider_db.dsn
+    assert info["paused"] is False and info["cur_error"] is None
+    assert isinstance(info["last_tick_id"], int)
+    # a worker's last error (times as ISO text, the message redacted too)
+    subscriber_db.sql("select londiste_rs.set_consumer_error('q1', 'boom: password=sekrit')")
+    out = ok(str(leaf), "node-info", "--json")
+    info = json.loads(out)
+    assert "sekrit" not in out and info["cur_error"] == "boom: password=***"
+    assert info["error_time"][:4].isdigit() and "T" in info["error_time"]
+
+    out = ok(str(root), "status", "--json")
+    assert "sekrit" not in out
+    nodes = json.loads(out)
+    assert [(n["depth"], n["name"], n["node_type"], n["provider"]) for n in nodes] == [
+        (0, "master", "root", None),
+        (1, "slave", "leaf", "master"),
+    ]
+    assert nodes[1]["unreachable"] is None and nodes[1]["lag_ticks"] == 0
+    assert nodes[1]["error"] == "boom: password=***"
+    assert {"lag_seconds", "last_tick_id", "paused", "uptodate", "error", "tables_ok"} <= set(
+        nodes[1]
+    )
+
+    # the leaf's location stops working: status still answers, the node is flagged
+    provider_db.sql(
+        "select londiste_rs.register_location('q1', 'slave',"
+        " 'host=127.0.0.1 port=1 dbname=x password=sekrit')"
+    )
+    out = ok(str(root), "status", "--json")
+    assert "sekrit" not in out
+    slave = json.loads(out)[1]
+    assert slave["name"] == "slave" and "127.0.0.1:1" in slave["unreachable"]
+    assert slave["location"] == "host=127.0.0.1 port=1 dbname=x password=***"

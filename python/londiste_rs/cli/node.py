@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import date, datetime
 from pathlib import Path
 
 import typer
@@ -23,6 +24,23 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
 def _cfg(config: Path) -> JobConfig:
     return load_job_config(config)
+
+
+def _json(data: object) -> None:
+    """Prints `data` as one JSON document: times as ISO text, every password redacted."""
+
+    def clean(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, str):
+            return redact(v)
+        if isinstance(v, (datetime, date)):
+            return v.isoformat()
+        return v
+
+    typer.echo(json.dumps(clean(data)))
 
 
 def _created(kind: str, name: str, created: bool) -> None:
@@ -95,8 +113,7 @@ def members(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         require_node(conn, cfg, verb="members")
         rows = list_members(conn, cfg.queue_name)
     if as_json:
-        typer.echo(json.dumps([{"node_name": n, "dead": d, "node_location": redact(loc)}
-                               for n, loc, d in rows]))  # fmt: skip
+        _json([{"node_name": n, "dead": d, "node_location": loc} for n, loc, d in rows])
         return
     typer.echo(f"{'node_name':<20} {'dead':<5} node_location")
     for name, location, dead in rows:
@@ -111,14 +128,10 @@ def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     cfg = _cfg(config)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         info = require_node(conn, cfg, verb="node-info")
-    data = {k: (str(v) if v is not None and k.endswith("time") else v)
-            for k, v in asdict(info).items()}  # fmt: skip
-    for key in ("node_location", "provider_location"):
-        if data[key]:
-            data[key] = redact(str(data[key]))
     if as_json:
-        typer.echo(json.dumps({"queue_name": cfg.queue_name, **data}))
+        _json({"queue_name": cfg.queue_name, **asdict(info)})
         return
+    data = {k: redact(v) if isinstance(v, str) else v for k, v in asdict(info).items()}
     flags = [f for f, on in (("PAUSED", info.paused), ("NOT-UPTODATE", not info.uptodate)) if on]
     typer.echo(f"Node: {info.node_name}  Type: {info.node_type}  Queue: {cfg.queue_name}")
     typer.echo(f"Status: {', '.join(flags) or 'ok'}")
@@ -137,8 +150,7 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
     nodes = cascade_status(_cfg(config))
     if as_json:
-        typer.echo(json.dumps([{"depth": d, **asdict(s), "location": redact(s.location)}
-                               for d, s in nodes]))  # fmt: skip
+        _json([{"depth": d, **asdict(s)} for d, s in nodes])
         return
     for depth, s in nodes:
         pad = "  " * depth + ("+--" if depth else "")

@@ -110,7 +110,9 @@ def test_drop_node_leaves_every_member_list(
     root = job_ini(tmp_path, "root", root_db.dsn)
     branch = job_ini(tmp_path, "branch", branch_db.dsn)
     leaf = job_ini(tmp_path, "leaf", leaf_db.dsn)
+    root_db.sql(SCHEMA)
     ok(str(root), "create-root", "root")
+    ok(str(root), "add-table", "t")
     ok(str(branch), "create-branch", "branch", f"--provider={root_db.dsn}")
     ok(str(leaf), "create-leaf", "leaf", f"--provider={branch_db.dsn}")
     # the root learns of the leaf under the branch too
@@ -150,3 +152,5 @@ def test_drop_node_leaves_every_member_list(
     assert root_db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
     ok(str(root), "drop-node", "root")
     assert root_db.sql("select count(*) from londiste_rs.node_info") == [(0,)]
+    assert root_db.sql("select count(*) from pg_trigger where tgrelid = 't'::regclass") == [(0,)]
+    root_db.sql("insert into t values (1, 1, 'no capture left')")

@@ -1,6 +1,6 @@
 """londiste-rs against stock londiste3 and PostgreSQL logical replication, side by side.
 
-    make bench          # full run (~15 min); results in bench/results/
+    make bench          # full run (~11 min on 2 cores); results in bench/results/
     make bench-quick    # every scenario at small size; results in a temporary directory
 
 Prepares what it needs (installs stock londiste3 from Debian when missing, as root), starts
@@ -12,6 +12,7 @@ machine.md. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import all_tools
+from peers import Tool, all_tools
 from scenarios import FULL, QUICK, Context, backlog, capture, initial_copy, lag
 from support import chart, deps, machine, report
 from support.env import BenchEnv
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = QUICK if args.quick else FULL
     if args.runs:
-        sizes = type(sizes)(**{**sizes.__dict__, "runs": args.runs})
+        sizes = dataclasses.replace(sizes, runs=args.runs)
     out = args.out or (Path(tempfile.mkdtemp(prefix="londiste-rs-bench-")) if args.quick
                        else RESULTS)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="londiste-rs-bench-work-"))
     results = Results(meta={"mode": "quick" if args.quick else "full", "runs": sizes.runs,
-                            "sizes": sizes.__dict__})  # fmt: skip
+                            "sizes": dataclasses.asdict(sizes)})  # fmt: skip
     tools = all_tools()
     started = time.monotonic()
     say(f"bench ({results.meta['mode']}): results in {out}, tools' logs in {workdir}")
@@ -85,13 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             results.save(out / "results.json")
     results.meta["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     results.meta["duration_s"] = time.monotonic() - started
-    results.save(out / "results.json")
-
-    described = machine.describe()
-    (out / "machine.md").write_text(f"# Machine\n\n{described}\n")
-    chart.draw(results, out / "chart.png", NAMES)
-    peers = [(t.key, t.name) for t in tools]
-    (out / "results.md").write_text(report.render(results, peers, described, "chart.png"))
+    write_outputs(results, out, tools)
     say(f"wrote {out / 'results.md'}, {out / 'chart.png'}, {out / 'results.json'}")
     unverified = [s for s in results.samples if not s.verified]
     if unverified:
@@ -101,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def write_outputs(results: Results, out: Path, tools: list[Tool]) -> None:
+    """results.json, machine.md, chart.png and results.md into `out`."""
+    results.save(out / "results.json")
+    described = machine.describe()
+    (out / "machine.md").write_text(f"# Machine\n\n{described}\n")
+    chart.draw(results, out / "chart.png", NAMES)
+    peers = [(t.key, t.name) for t in tools]
+    (out / "results.md").write_text(report.render(results, peers, described, "chart.png"))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class CascadeLink(Link):
         self.log = logdir / "commands.log"
         self.ticker: procs.Daemon | None = None
         self.worker: procs.Daemon | None = None
+        self.root_ini = self._node_ini("root", src)
+        self.leaf_ini = self._node_ini("leaf", dst)
 
     # -- configs ------------------------------------------------------------------------------
     def _node_ini(self, name: str, db: Db) -> Path:
@@ -62,7 +64,6 @@ class CascadeLink(Link):
 
     # -- Link ---------------------------------------------------------------------------------
     def capture(self) -> None:
-        self.root_ini = self._node_ini("root", self.src)
         self._run(str(self.root_ini), "create-root", "root", self.src.dsn)
         for name, value in QUEUE_CONFIG.items():
             self.src.execute(self.queue_config_sql, [QUEUE, name, value])
@@ -70,7 +71,6 @@ class CascadeLink(Link):
         self.ticker = procs.Daemon(self.ticker_cmd(self._ticker_ini()), self.log, env=self.env)
 
     def prepare(self) -> None:
-        self.leaf_ini = self._node_ini("leaf", self.dst)
         self._run(str(self.leaf_ini), "create-leaf", "leaf", self.dst.dsn,
                   f"--provider={self.src.dsn}")  # fmt: skip
         self.resume()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 from londiste_rs.pgcluster import wait_for
 from peers.base import Link, Tool
 from support import verify, workload
 from support.env import BenchEnv, Db
-
-log = logging.getLogger(__name__)
 
 QUALIFIED = [f"public.{t}" for t in workload.TABLES]
 

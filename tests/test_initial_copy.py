@@ -310,3 +310,30 @@ def test_partitioned_source_and_target(provider_db, subscriber_db):
     assert res.rows == 3000 and res.ranges == 1 and seen[-1].total_rows == 3000
     assert digest(subscriber_db, "p", "id") == digest(provider_db, "p", "id")
     assert subscriber_db.sql("select count(*) from p2") == [(1500,)]
+
+
+def test_copy_into_the_callers_transaction(provider_db, subscriber_db):
+    """With `into`, rows land in the caller's open transaction: invisible to others until the
+    caller commits (with its own bookkeeping), gone if it rolls back."""
+    for db in (provider_db, subscriber_db):
+        db.sql(ACCOUNTS.format("acc"))
+    subscriber_db.sql("create table state (snap text)")
+    subscriber_db.sql("insert into acc values (-1, 0, 0, 'old')")
+    provider_db.sql("insert into acc select g, 1, 0, '' from generate_series(1, 3000) g")
+    with subscriber_db.connect(autocommit=False) as conn:
+        # skip_truncate: a TRUNCATE would lock other readers out until the commit.
+        res = copy_table(
+            provider_db.dsn, subscriber_db.dsn, "acc", jobs=4, into=conn, skip_truncate=True
+        )
+        assert res.rows == 3000 and res.ranges == 1
+        assert conn.execute("select count(*) from acc").fetchone() == (3001,)
+        assert subscriber_db.sql("select count(*) from acc") == [(1,)]  # not committed yet
+        conn.rollback()
+    assert subscriber_db.sql("select count(*) from acc") == [(1,)]
+    with subscriber_db.connect(autocommit=False) as conn:
+        res = copy_table(provider_db.dsn, subscriber_db.dsn, "acc", into=conn)
+        conn.execute("insert into state values (%s)", [str(res.snapshot)])
+        conn.commit()
+        assert conn.execute("show search_path").fetchone() == ('"$user", public',)
+    assert subscriber_db.sql("select count(*), min(aid) from acc") == [(3000, 1)]
+    assert subscriber_db.sql("select snap from state") == [(str(res.snapshot),)]

@@ -232,9 +232,12 @@ order by a.attnum
 
 
 def columns(conn: Conn, table: TableName) -> list[Column]:
-    """The table's live columns in order. Sets an empty search_path for the transaction."""
+    """The table's live columns in order. Leaves the connection's search_path as it was (it
+    may be a caller's transaction)."""
+    old = conn.execute("select current_setting('search_path')").fetchone()
     _empty_search_path(conn)
     rows = conn.execute(sql.SQL(_COLUMNS).format(_regclass(table))).fetchall()
+    conn.execute("select set_config('search_path', %s, true)", [old[0] if old else ""])
     return [
         Column(
             r[0], r[1], r[2], r[3], r[4], r[5], r[6], sql.Identifier(r[7], r[8]) if r[7] else None
@@ -332,6 +335,7 @@ def plan_create(src: Conn, table: TableName, *, full: bool) -> CreatePlan:
     serial columns (created, then OWNED BY their column). Foreign keys are left out: the
     tables they reference may not be there yet."""
     with src.transaction():
+        _empty_search_path(src)
         kind = src.execute(
             sql.SQL("select relkind::text from pg_class where oid = {}").format(_regclass(table))
         ).fetchone()

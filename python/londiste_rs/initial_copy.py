@@ -209,9 +209,13 @@ class _Range:
     def __init__(self, src: Conn, dst: Conn, copy_out: sql.Composed, copy_in: sql.Composed):
         self.src, self.dst = src, dst
         self.copy_out, self.copy_in = copy_out, copy_in
+        self.commit = True  # False: the caller's transaction, the caller commits
         self.bytes = 0
         self.rows: int | None = None  # set when finished
-        self.pid = dst.info.backend_pid
+
+    @property
+    def pid(self) -> int:
+        return self.dst.info.backend_pid
 
     def run(self, before: Callable[[Conn], None] | None) -> None:
         if before is not None:
@@ -230,7 +234,8 @@ class _Range:
                 cout.write(buf)
                 self.bytes += len(buf)
             rows = cur.rowcount
-        self.dst.commit()
+        if self.commit:
+            self.dst.commit()
         self.rows = rows
 
     def cancel(self) -> None:
@@ -265,6 +270,88 @@ def _estimate(conn: Conn, table: TableName, partitioned: bool) -> tuple[int, int
     return nblocks, block_size, int(total)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    source: TableName
+    target: TableName
+    names: list[str]
+    binary: bool
+    total: int | None
+    wheres: list[sql.Composable]
+    only: sql.SQL
+    snapshot: Snapshot
+    export_id: str | None
+
+    def copy_out(self, where: sql.Composable) -> sql.Composed:
+        return sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
+            self.cols, self.only, self.source.ident, where, self.fmt
+        )
+
+    def copy_in(self) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+            self.target.ident, self.cols, self.fmt
+        )
+
+    @property
+    def cols(self) -> sql.Composed:
+        return sql.SQL(", ").join(map(sql.Identifier, self.names))
+
+    @property
+    def fmt(self) -> sql.SQL:
+        return sql.SQL("binary" if self.binary else "text")
+
+
+# Text COPY output that any DateStyle parses back and that loses no float digit.
+_TEXT_SETTINGS = (("DateStyle", "ISO"), ("IntervalStyle", "postgres"), ("extra_float_digits", "3"))
+
+
+def _set_local(conn: Conn, settings: Sequence[tuple[str, str]]) -> None:
+    for name, value in settings:
+        conn.execute("select set_config(%s, %s, true)", [name, value])
+
+
+def _snapshot_plan(
+    coord: Conn, meta: Conn, source: TableName, target: TableName, jobs: int, min_range: int
+) -> _Plan:
+    """Opens the snapshot transaction on `coord` and plans the copy. The source lock comes
+    first, so no TRUNCATE or ALTER of the source slips in between the snapshot and the end of
+    the copy; `meta` reads the target's columns."""
+    coord.isolation_level = IsolationLevel.REPEATABLE_READ
+    coord.read_only = True
+    partitioned = ddl.relkind(coord, source) == "p"
+    # A partitioned table's rows are in its partitions: read through the parent, one range.
+    only = sql.SQL("" if partitioned else "ONLY ")
+    coord.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, source.ident))
+    src_cols = ddl.columns(coord, source)
+    with meta.transaction():  # a savepoint in a caller's transaction
+        dst_cols = ddl.columns(meta, target)
+    names = common_columns(target, src_cols, dst_cols)
+    by_name = {c.name: c for c in src_cols}
+    binary = _binary_portable(coord, [by_name[n].type_oid for n in names])
+    nblocks, block_size, total = _estimate(coord, source, partitioned)
+    wheres = _ranges(nblocks, block_size, 1 if partitioned else jobs, min_range)
+    row = coord.execute(
+        "select pg_current_snapshot()::text"
+        + (", pg_export_snapshot()" if len(wheres) > 1 else ", null")
+    ).fetchone()
+    assert row is not None
+    if not binary:
+        _set_local(coord, _TEXT_SETTINGS)
+    return _Plan(source, target, names, binary, total, wheres, only, Snapshot.parse(row[0]), row[1])
+
+
+def _import_snapshot(dsn: str, plan: _Plan, encoding: str, cleanup: list[Conn]) -> Conn:
+    """A provider connection whose transaction sees exactly the coordinator's snapshot."""
+    conn = connect(dsn, what="provider", client_encoding=encoding)
+    cleanup.append(conn)
+    conn.isolation_level = IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(plan.export_id)))
+    if not plan.binary:
+        _set_local(conn, _TEXT_SETTINGS)
+    return conn
+
+
 def copy_table(
     src_dsn: str,
     dst_dsn: str,
@@ -278,6 +365,7 @@ def copy_table(
     progress: ProgressCallback | None = None,
     min_range_bytes: int = MIN_RANGE_BYTES,
     progress_interval: float = PROGRESS_INTERVAL,
+    into: Conn | None = None,
 ) -> CopyResult:
     """Copies the provider's `table` into the subscriber's `dest` (default: the same name).
 
@@ -288,7 +376,13 @@ def copy_table(
     constraints, unless `skip_truncate` keeps old rows) are dropped first and recreated
     afterwards, also when the copy fails. Returns the rows copied and the snapshot
     they are as of. On failure nothing is left half-copied: a single range rolls back; several
-    ranges (separate transactions) leave the target emptied again (unless `skip_truncate`)."""
+    ranges (separate transactions) leave the target emptied again (unless `skip_truncate`).
+
+    `into`: a subscriber connection whose open transaction receives the copy (one range, not
+    committed), so the caller can commit the rows together with the table's new state and
+    snapshot (ANALYZE is then the caller's). `dst_dsn` is then used only to watch progress."""
+    if into is not None and defer_indexes:
+        raise ValueError("copy_table(into=...) cannot defer indexes in the caller's transaction")
     started = time.monotonic()
     cleanup: list[Conn] = []
     try:
@@ -296,76 +390,39 @@ def copy_table(
         cleanup.append(coord)
         admin = connect(dst_dsn, what="subscriber", autocommit=True)
         cleanup.append(admin)
+        meta = into or admin
         source = ddl.resolve_one(coord, table, where="the provider")
-        target = ddl.resolve_one(
-            admin, dest if dest is not None else source, where="the subscriber"
-        )
+        target = ddl.resolve_one(meta, dest if dest is not None else source, where="the subscriber")
         # Text travels in the provider's encoding on every connection, so binary and text
         # COPY bytes mean the same on both ends whatever the two database encodings are.
         encoding = coord.info.parameter_status("server_encoding") or "UTF8"
         coord.execute("select set_config('client_encoding', %s, false)", [encoding])
         coord.commit()
+        dst_partitioned = ddl.relkind(meta, target) == "p"
+        plan = _snapshot_plan(coord, meta, source, target, 1 if into else jobs, min_range_bytes)
 
-        # The snapshot transaction: the lock first, so no TRUNCATE or ALTER of the source
-        # can slip in between our snapshot and the end of the copy.
-        coord.isolation_level = IsolationLevel.REPEATABLE_READ
-        coord.read_only = True
-        src_partitioned = ddl.relkind(coord, source) == "p"
-        # A partitioned table's rows are in its partitions: read through the parent.
-        only = sql.SQL("" if src_partitioned else "ONLY ")
-        coord.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, source.ident))
-        src_cols = ddl.columns(coord, source)
-        with admin.transaction():
-            dst_cols = ddl.columns(admin, target)
-        names = common_columns(target, src_cols, dst_cols)
-        chosen = {c.name: c for c in src_cols}
-        binary = _binary_portable(coord, [chosen[n].type_oid for n in names])
-        nblocks, block_size, total = _estimate(coord, source, src_partitioned)
-        wheres = _ranges(nblocks, block_size, 1 if src_partitioned else jobs, min_range_bytes)
-        export = coord.execute(
-            "select pg_current_snapshot()::text"
-            + (", pg_export_snapshot()" if len(wheres) > 1 else ", null")
-        ).fetchone()
-        assert export is not None
-        snapshot = Snapshot.parse(export[0])
-        fmt = sql.SQL("binary" if binary else "text")
-        if not binary:
-            # Text COPY output that any DateStyle parses back and that loses no float digit.
-            for name, value in (("DateStyle", "ISO"), ("IntervalStyle", "postgres")):
-                coord.execute("select set_config(%s, %s, true)", [name, value])
-            coord.execute("select set_config('extra_float_digits', '3', true)")
+        if into is not None:
+            into.execute("select set_config('client_encoding', %s, true)", [encoding])
 
-        cols = sql.SQL(", ").join(map(sql.Identifier, names))
-        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(target.ident, cols, fmt)
-        readers = [coord]
-        for _ in wheres[1:]:
-            reader = connect(src_dsn, what="provider", client_encoding=encoding)
-            cleanup.append(reader)
-            reader.isolation_level = IsolationLevel.REPEATABLE_READ
-            reader.read_only = True
-            reader.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(export[1])))
-            if not binary:
-                reader.execute("set local DateStyle = 'ISO'")
-                reader.execute("set local IntervalStyle = 'postgres'")
-                reader.execute("set local extra_float_digits = 3")
-            readers.append(reader)
+        def writer() -> Conn:
+            if into is not None:
+                return into
+            conn = connect(dst_dsn, what="subscriber", client_encoding=encoding)
+            cleanup.append(conn)
+            return conn
+
         ranges: list[_Range] = []
-        for reader, where in zip(readers, wheres, strict=True):
-            writer = connect(dst_dsn, what="subscriber", client_encoding=encoding)
-            cleanup.append(writer)
-            copy_out = sql.SQL("COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT {})").format(
-                cols, only, source.ident, where, fmt
-            )
-            ranges.append(_Range(reader, writer, copy_out, copy_in))
+        for i, where in enumerate(plan.wheres):
+            reader = coord if i == 0 else _import_snapshot(src_dsn, plan, encoding, cleanup)
+            ranges.append(_Range(reader, writer(), plan.copy_out(where), plan.copy_in()))
+            ranges[-1].commit = into is None
 
-        with admin.transaction():
-            dst_partitioned = ddl.relkind(admin, target) == "p"
         deferred = []
         if defer_indexes:
             deferred = ddl.defer_secondary(admin, target, keys=not skip_truncate)
         try:
             _load(admin, target, dst_partitioned, ranges, skip_truncate, progress,
-                  progress_interval, str(source), total, started)  # fmt: skip
+                  progress_interval, str(source), plan.total, started)  # fmt: skip
         except BaseException:
             if deferred:
                 try:
@@ -376,7 +433,7 @@ def copy_table(
         if deferred:
             ddl.restore_secondary(admin, deferred)
         coord.commit()
-        if analyze:
+        if analyze and into is None:  # the caller's rows are not committed yet
             try:
                 admin.execute(sql.SQL("ANALYZE {}").format(target.ident))
             except psycopg.Error as e:
@@ -385,12 +442,13 @@ def copy_table(
         nbytes = sum(r.bytes for r in ranges)
         elapsed = time.monotonic() - started
         if progress is not None:
-            progress(Progress(str(source), rows, nbytes, total, elapsed, done=True))
-        result = CopyResult(source, target, tuple(names), rows, nbytes, elapsed, len(ranges),
-                            "binary" if binary else "text", snapshot)  # fmt: skip
+            progress(Progress(str(source), rows, nbytes, plan.total, elapsed, done=True))
+        result = CopyResult(source, target, tuple(plan.names), rows, nbytes, elapsed,
+                            len(ranges), "binary" if plan.binary else "text",
+                            plan.snapshot)  # fmt: skip
         log.info(
             "copied %s into %s: %d rows, %d bytes, %.2fs, %d range(s), snapshot %s",
-            source, target, rows, nbytes, elapsed, len(ranges), snapshot,
+            source, target, rows, nbytes, elapsed, len(ranges), plan.snapshot,
         )  # fmt: skip
         return result
     except psycopg.Error as e:

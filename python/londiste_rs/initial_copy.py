@@ -505,13 +505,9 @@ def _load(
                 rows = sum(r.rows or 0 for r in ranges) + int(row[0] if row else 0)
                 nbytes = sum(r.bytes for r in ranges)
                 progress(Progress(label, rows, nbytes, total, time.monotonic() - started))
-    except BaseException:
-        for r in ranges:
-            r.cancel()
-        raise
     finally:
-        failed = [f for f in futures if not f.done() or f.exception()]
-        if failed:
+        # A failed range, or an interrupt here: stop the others instead of waiting for them.
+        if any(not f.done() or f.exception() for f in futures):
             for r in ranges:
                 r.cancel()
         pool.shutdown(wait=True)

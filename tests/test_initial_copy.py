@@ -174,14 +174,23 @@ def test_user_types_fall_back_to_text(provider_db, subscriber_db):
         if db is subscriber_db:
             db.sql("create type other as enum ('z')")  # shift the OIDs on one side
         db.sql("create type mood as enum ('sad', 'ok', 'happy')")
-        db.sql("create table e (id int primary key, m mood, ms mood[], ts timestamptz)")
+        db.sql(
+            "create table e (id int primary key, m mood, ms mood[], ts timestamptz,"
+            " f float8, iv interval)"
+        )
     provider_db.sql(
         "insert into e select g, 'ok', array['sad', 'happy']::mood[],"
-        " '2026-01-01 12:34:56.789+02'::timestamptz + g * interval '1 day'"
-        " from generate_series(1, 100) g"
+        " '2026-01-01 12:34:56.789+02'::timestamptz + g * interval '1 day', 1.0 / g,"
+        " g * interval '1 mon 2 days 3.5 seconds'"
+        " from generate_series(1, 3000) g"
     )
-    res = copy_table(provider_db.dsn, subscriber_db.dsn, "e")
-    assert res.format == "text" and res.rows == 100
+    with provider_db.connect() as conn:  # a session whose own settings differ
+        conn.execute(f"alter database {provider_db.name} set DateStyle = 'SQL, DMY'")
+        conn.execute(f"alter database {provider_db.name} set IntervalStyle = 'sql_standard'")
+    res = copy_table(provider_db.dsn, subscriber_db.dsn, "e", jobs=3, min_range_bytes=1)
+    assert res.format == "text" and res.rows == 3000 and res.ranges == 3
+    assert subscriber_db.sql("select count(*) from e where f = 1.0 / id") == [(3000,)]
+    provider_db.sql(f"alter database {provider_db.name} reset all")  # same digest text
     assert digest(subscriber_db, "e", "id") == digest(provider_db, "e", "id")
 
 

@@ -229,6 +229,15 @@ def test_defer_indexes_restores_them(provider_db, subscriber_db):
         subscriber_db.sql("insert into child values (2, 999999)")
 
 
+def test_referenced_target_needs_defer(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        _fk_schema(db)
+    provider_db.sql("insert into parent values (1, 'a', null)")
+    with pytest.raises(TableError, match="defer_indexes") as e:
+        copy_table(provider_db.dsn, subscriber_db.dsn, "parent")
+    assert "foreign key" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_defer_indexes_restored_when_the_copy_fails(provider_db, subscriber_db):
     for db in (provider_db, subscriber_db):
         _fk_schema(db)

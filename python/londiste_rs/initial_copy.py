@@ -451,6 +451,13 @@ def copy_table(
             source, target, rows, nbytes, elapsed, len(ranges), plan.snapshot,
         )  # fmt: skip
         return result
+    except psycopg.errors.FeatureNotSupported as e:
+        if "foreign key" not in str(e):
+            raise TableError(f"copy of {table} failed: {first_line(e)}") from None
+        raise TableError(
+            f"copy of {table} failed: {first_line(e)}; copy with defer_indexes (drops and "
+            "restores the foreign keys around the load) or empty the referencing tables first"
+        ) from None
     except psycopg.Error as e:
         raise TableError(
             f"copy of {table} failed: {first_line(e)}; fix the cause and run the copy again"

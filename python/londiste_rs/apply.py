@@ -27,9 +27,10 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from londiste_rs._native import BatchDecoder
+from londiste_rs.ddl import name_of
 from londiste_rs.errors import TableError
 from londiste_rs.layout import TableLayout, type_map
-from londiste_rs.tables import parents_first, split_name
+from londiste_rs.tables import parents_first
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def plan_table(name: str, target: str, source: TableLayout, local: TableLayout) 
         name=name,
         source=source,
         dest=target,
-        target=sql.SQL(".").join(sql.Identifier(p) for p in split_name(target)),
+        target=name_of(target).ident,
         ncols=source.ncols,
         key_cols=key_cols,
         out_cols=out_cols,

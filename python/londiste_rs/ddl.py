@@ -162,6 +162,38 @@ def resolve(
     return out
 
 
+def name_of(text: str) -> TableName:
+    """A registry name (`schema.table` as quote_ident writes it, or any exact user-written
+    name) as a TableName, without a database."""
+    schema, table = parse_name(text)
+    return TableName(schema[0], table[0], text if "." in text else "")
+
+
+def select(
+    patterns: Iterable[str],
+    candidates: Sequence[TableName],
+    *,
+    what: str = "table",
+    where: str,
+) -> list[TableName]:
+    """`resolve` over a given list of names instead of the catalog (e.g. the tables a queue
+    carries): the candidates the names or globs match, in the order asked, without
+    duplicates; a name or glob that matches none raises one TableError."""
+    out: list[TableName] = []
+    for pattern in patterns:
+        schema, table = parse_name(pattern)
+        hits = [c for c in candidates if _matches(schema, c.schema) and _matches(table, c.name)]
+        if not hits:
+            if _is_glob(schema) or _is_glob(table):
+                raise TableError(f"no {what} of {where} matches {pattern!r}; check the pattern")
+            raise TableError(
+                f"{what} {pattern!r} is not one of {where}; check the name "
+                '(quote mixed-case names: public."My Table")'
+            )
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
 def resolve_one(
     conn: Conn, name: str | TableName, *, kinds: Sequence[str] = TABLE_KINDS, where: str
 ) -> TableName:

@@ -1,217 +1,515 @@
-"""The table registry (minimal add-table) and the initial copy of a table added on a subscriber.
+"""The tables and sequences a node replicates, and the initial copy the worker runs.
 
-On a root, `add-table` attaches the capture trigger (`capture_attach`) and registers the table
-as 'ok'. On a branch or leaf it registers the table with state NULL (needs its copy), or 'ok'
-with `--expect-sync`; the worker then copies it between two batches (`copy_pending`): binary
-COPY out of the provider under one snapshot, into the emptied local table, in the worker's
-transaction. That snapshot is stored with the table (`custom_snapshot`): events of
-transactions visible in it are already in the copy, and the decoder skips them (reference §3.4).
+Tables, and their `merge_state` (londiste3's names):
+
+    root:         add-table -> capture attached, 'ok'
+    branch/leaf:  add-table -> NULL (needs its copy), or 'ok' with --expect-sync
+                  worker    -> 'in-copy' -> 'ok' + custom_snapshot | 'failed' + copy_error
+                  resync    -> NULL again
+
+The worker copies between two batches (`copy_pending`): every table that needs a copy and that
+its provider has 'ok', `parallel_copies` tables at a time, big tables in ctid ranges read in
+parallel under one exported snapshot (`initial_copy.copy_tables`), while writes go on on the
+provider. Replay waits for the copies; so every copy's snapshot is later than the tick the
+node has applied, and the first batch after it continues from that tick. Events of
+transactions visible in a table's copy snapshot are already in its rows: the decoder skips them
+(`custom_snapshot`, reference §3.4), so the table joins the event stream with nothing missed
+and nothing applied twice. One failing table is marked 'failed' with its error; the others
+go on. The copy's figures (rows, bytes, estimate, time) are written to the table's row while
+it runs, for `tables` and `status`.
+
+Foreign keys to and from the copied tables, and their plain indexes, are dropped before the
+copies (TRUNCATE refuses a table another table references, and indexes build faster after the
+data) and restored afterwards; what was dropped is recorded in `dropped_ddl`, so a crash in
+between is repaired by the next copy.
+
+Sequences: a subscriber's worker reads its registered sequences from its provider every few
+seconds and moves the local ones forward only (`sequences.sync`); a branch's own subscribers
+read them from the branch. `sync-seqs --exact` sets the provider's exact values, for a
+cut-over.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import json
 import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import psycopg
-from psycopg import sql
 
+from londiste_rs import ddl, initial_copy, sequences
 from londiste_rs.config import JobConfig
-from londiste_rs.db import connect
-from londiste_rs.errors import TableError
-from londiste_rs.node import require_node
+from londiste_rs.db import connect, first_line
+from londiste_rs.ddl import SEQUENCE_KINDS, TableName, name_of
+from londiste_rs.errors import LondisteError, TableError, UsageError
+from londiste_rs.initial_copy import CopyFailed, CopyResult, copy_tables
+from londiste_rs.node import NodeInfo, require_node
+from londiste_rs.progress import Progress, ProgressPrinter
 
 log = logging.getLogger(__name__)
 
-# Every ordinary or partitioned table outside the system schemas and ours, by global name.
-_USER_TABLES = """
-select quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind in ('r', 'p') and not c.relispartition
-  and n.nspname not in ('pg_catalog', 'information_schema', 'londiste_rs')
-  and n.nspname not like 'pg\\_%%'
-order by 1
-"""
+Conn = psycopg.Connection[Any]
+
+# ctid ranges per big table (each range one provider and one subscriber connection; tables
+# under initial_copy.MIN_RANGE_BYTES per range are read in one piece).
+RANGE_JOBS = 4
+# How often a subscriber's worker moves its sequences up to its provider's.
+SEQ_SYNC_INTERVAL = 2.0
+SUBSCRIBERS = ("branch", "leaf")
 
 
-def global_name(conn: psycopg.Connection[Any], table: str) -> str | None:
-    """`schema.table` quoted as ev_extra1 has it; `public` when no schema is given."""
-    name = table if "." in table else f"public.{table}"
+# -- the registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableState:
+    """One local table as `tables` shows it."""
+
+    table_name: str
+    dest_table: str | None
+    merge_state: str | None
+    skip_truncate: bool
+    copy_rows: int | None
+    copy_bytes: int | None
+    copy_total_rows: int | None
+    copy_seconds: float | None
+    copy_error: str | None
+
+    @property
+    def state(self) -> str:
+        return self.merge_state or "needs-copy"
+
+    def progress(self) -> Progress | None:
+        """The copy's figures (rate and ETA derived), once a copy has started."""
+        if self.copy_rows is None:
+            return None
+        return Progress(
+            self.table_name,
+            self.copy_rows,
+            self.copy_bytes or 0,
+            self.copy_total_rows,
+            self.copy_seconds or 0.0,
+            done=self.merge_state == "ok",
+        )
+
+
+def table_states(conn: Conn, queue: str) -> list[TableState]:
+    rows = conn.execute(
+        "select table_name, dest_table, merge_state, coalesce(table_attrs, ''), copy_rows,"
+        " copy_bytes, copy_total_rows, copy_seconds, copy_error from londiste_rs.table_info"
+        " where queue_name = %s and local order by table_name",
+        [queue],
+    ).fetchall()
+    return [TableState(r[0], r[1], r[2], _attrs(r[3]).get("skip_truncate") == "1", *r[4:])
+            for r in rows]  # fmt: skip
+
+
+def _attrs(text: str) -> dict[str, str]:
+    return dict(parse_qsl(text))
+
+
+def _local_tables(conn: Conn, queue: str) -> list[TableName]:
+    return [name_of(t.table_name) for t in table_states(conn, queue)]
+
+
+def _local_seqs(conn: Conn, queue: str) -> list[TableName]:
+    rows = conn.execute(
+        "select seq_name from londiste_rs.seq_info where queue_name = %s and local"
+        " order by seq_name",
+        [queue],
+    ).fetchall()
+    return [name_of(r[0]) for r in rows]
+
+
+def _node(cfg: JobConfig, conn: Conn, verb: str, kinds: tuple[str, ...] | None = None) -> NodeInfo:
+    return require_node(conn, cfg, kinds or ("root", *SUBSCRIBERS), verb)
+
+
+def _provider(info: NodeInfo) -> str:
+    if not info.provider_location:
+        raise LondisteError(
+            f"provider {info.provider_node} has no known location; register it with change-provider"
+        )
+    return info.provider_location
+
+
+def _all_user(conn: Conn, kinds: tuple[str, ...]) -> list[TableName]:
     try:
-        row = conn.execute(
-            "select quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-            " from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-            " where c.oid = to_regclass(%s)",
-            [name],
-        ).fetchone()
-    except psycopg.errors.InvalidName:
-        return None
-    return None if row is None else str(row[0])
+        return ddl.resolve(conn, ["*.*"], kinds=kinds)
+    except TableError:  # nothing there
+        return []
 
 
-def _expand(candidates: list[str], patterns: list[str]) -> list[str]:
-    out: list[str] = []
-    for pat in patterns:
-        full = pat if "." in pat else f"public.{pat}"
-        hits = [c for c in candidates if fnmatch.fnmatchcase(c.replace('"', ""), full)]
-        out.extend(h for h in hits if h not in out)
-    return out
+# -- add-table / remove-table / resync / missing -------------------------------------------
 
 
-def registered(conn: psycopg.Connection[Any], queue: str) -> list[tuple[str, str | None]]:
-    """(table, merge_state) of the queue's local tables."""
-    return [
-        (str(r[0]), r[1])
-        for r in conn.execute(
-            "select table_name, merge_state from londiste_rs.table_info"
-            " where queue_name = %s and local order by table_name",
-            [queue],
-        ).fetchall()
+def add_tables(
+    cfg: JobConfig,
+    names: list[str],
+    all_: bool = False,
+    expect_sync: bool = False,
+    *,
+    create: bool = False,
+    create_full: bool = False,
+    dest_table: str | None = None,
+    skip_truncate: bool = False,
+) -> list[str]:
+    """Registers tables on the config's node (see the module doc), all in one transaction;
+    returns the names added (tables already there are left as they are)."""
+    if not names and not all_:
+        raise UsageError("add-table needs table names or --all")
+    if names and all_:
+        raise UsageError("add-table takes table names or --all, not both")
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "add-table")
+        have = set(_local_tables(conn, queue))
+        if info.node_type == "root":
+            used = [o for o, on in (("--create", create), ("--create-full", create_full),
+                    ("--dest-table", dest_table), ("--skip-truncate", skip_truncate),
+                    ("--expect-sync", expect_sync)) if on]  # fmt: skip
+            if used:
+                raise UsageError(
+                    f"{used[0]} is for a branch or leaf; on the root add-table only attaches "
+                    "capture to existing tables"
+                )
+            wanted = (
+                _all_user(conn, ddl.TABLE_KINDS)
+                if all_
+                else ddl.resolve(conn, names, where=f"root {info.node_name}")
+            )
+            added = []
+            with conn.transaction():
+                for t in wanted:
+                    if t in have:
+                        continue
+                    conn.execute(
+                        "select londiste_rs.capture_attach(%s, %s)", [queue, ddl.quoted_name(t)]
+                    )
+                    _register(conn, queue, t, "ok", None, "")
+                    added.append(str(t))
+            return added
+        with connect(_provider(info), autocommit=True, what="provider") as prov:
+            carried = _local_tables(prov, queue)
+            where = f"the tables provider {info.provider_node} replicates"
+            if all_:
+                wanted = carried
+            else:
+                wanted = []
+                for pattern in names:
+                    try:
+                        hits = ddl.select([pattern], carried, where=where)
+                    except TableError:
+                        if not expect_sync:
+                            raise TableError(
+                                f"table {pattern!r} is not replicated by provider "
+                                f"{info.provider_node}; add it there first (add-table on the "
+                                "root, then on each node down to this one), or use "
+                                "--expect-sync if this node has its rows already"
+                            ) from None
+                        hits = ddl.resolve(conn, [pattern], where=f"node {info.node_name}")
+                    wanted += [h for h in hits if h not in wanted]
+            wanted = [t for t in wanted if t not in have]
+            if dest_table is not None and len(wanted) != 1:
+                raise UsageError(
+                    f"--dest-table needs exactly one new table, not {len(wanted)}; add the "
+                    "others separately"
+                )
+            if dest_table is not None and (create or create_full):
+                raise UsageError("--create cannot rename a table; create the --dest-table by hand")
+            state = "ok" if expect_sync else None
+            attrs = urlencode({"skip_truncate": "1"}) if skip_truncate else ""
+            with conn.transaction():
+                for t in wanted:
+                    if dest_table is not None:
+                        dest: TableName | None = ddl.resolve_one(
+                            conn, dest_table, where=f"node {info.node_name}"
+                        )
+                    elif ddl.exists(conn, t):
+                        dest = None
+                    elif create or create_full:
+                        _create(prov, conn, t, create_full)
+                        dest = None
+                    else:
+                        raise TableError(
+                            f"table {t} does not exist in {conn.info.dbname}; create it with "
+                            "the provider's columns, or add it with --create / --create-full"
+                        )
+                    _register(conn, queue, t, state, dest, attrs)
+            return [str(t) for t in wanted]
+
+
+def _register(
+    conn: Conn, queue: str, table: TableName, state: str | None, dest: TableName | None, attrs: str
+) -> None:
+    conn.execute(
+        "insert into londiste_rs.table_info"
+        " (queue_name, table_name, merge_state, dest_table, table_attrs)"
+        " values (%s, %s, %s, %s, nullif(%s, ''))",
+        [queue, str(table), state, None if dest is None else str(dest), attrs],
+    )
+
+
+def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> None:
+    """The provider's table created here, and the sequences behind its serial and identity
+    columns moved to the provider's values."""
+    ddl.create_table(prov, conn, table, full=full)
+    if not full:
+        return
+    rows = conn.execute(
+        "select s from (select pg_get_serial_sequence(%s, attname) s from pg_attribute"
+        "  where attrelid = %s::regclass and attnum > 0 and not attisdropped) x"
+        " where s is not null",
+        [ddl.quoted_name(table), ddl.quoted_name(table)],
+    ).fetchall()
+    owned = [str(r[0]) for r in rows]
+    if owned:
+        sequences.sync(prov, conn, owned)
+
+
+def remove_tables(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
+    """Stops replicating tables here (on the root: detaches capture); the tables stay."""
+    if not names and not all_:
+        raise UsageError("remove-table needs table names or --all")
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "remove-table")
+        have = _local_tables(conn, queue)
+        wanted = have if all_ else ddl.select(names, have, where=f"node {info.node_name}'s tables")
+        with conn.transaction():
+            for t in wanted:
+                if info.node_type == "root" and ddl.exists(conn, t):
+                    conn.execute(
+                        "select londiste_rs.capture_detach(%s, %s)", [queue, ddl.quoted_name(t)]
+                    )
+                conn.execute(
+                    "delete from londiste_rs.table_info where queue_name = %s and table_name = %s",
+                    [queue, str(t)],
+                )
+        return [str(t) for t in wanted]
+
+
+def resync(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
+    """Makes the worker copy tables again (also failed ones)."""
+    if not names and not all_:
+        raise UsageError("resync needs table names or --all")
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "resync", SUBSCRIBERS)
+        have = _local_tables(conn, queue)
+        wanted = have if all_ else ddl.select(names, have, where=f"node {info.node_name}'s tables")
+        conn.execute(
+            "update londiste_rs.table_info set merge_state = null, custom_snapshot = null,"
+            " copy_rows = null, copy_bytes = null, copy_total_rows = null, copy_seconds = null,"
+            " copy_started = null, copy_error = null"
+            " where queue_name = %s and table_name = any(%s)",
+            [queue, [str(t) for t in wanted]],
+        )
+        return [str(t) for t in wanted]
+
+
+def missing(cfg: JobConfig) -> list[tuple[str, str]]:
+    """(kind, name) of what this node could replicate but does not: on the root, the tables and
+    sequences of the database; on a branch or leaf, what its provider replicates."""
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "missing")
+        have_t, have_s = set(_local_tables(conn, queue)), set(_local_seqs(conn, queue))
+        if info.node_type == "root":
+            tables = _all_user(conn, ddl.TABLE_KINDS)
+            seqs = _all_user(conn, SEQUENCE_KINDS)
+        else:
+            with connect(_provider(info), autocommit=True, what="provider") as prov:
+                tables, seqs = _local_tables(prov, queue), _local_seqs(prov, queue)
+    return [("table", str(t)) for t in tables if t not in have_t] + [
+        ("sequence", str(s)) for s in seqs if s not in have_s
     ]
 
 
-def add_tables(cfg: JobConfig, names: list[str], all_: bool, expect_sync: bool) -> list[str]:
-    """Registers tables on the config's node (see the module doc); returns the names added."""
-    if not names and not all_:
-        raise TableError("add-table needs table names or --all")
-    queue = cfg.queue_name
+def wait_sync(
+    cfg: JobConfig, timeout: float | None, report: Callable[[int, int], None] | None = None
+) -> int:
+    """Waits until every local table is 'ok'; returns how many there are. A failed copy ends
+    the wait with its error (run resync after fixing it)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown: tuple[int, int] | None = None
     with connect(cfg.db, autocommit=True, what="node database") as conn:
-        info = require_node(conn, cfg, verb="add-table")
-        if info.node_type == "root":
-            candidates = [str(r[0]) for r in conn.execute(_USER_TABLES).fetchall()]
-        else:
-            assert info.provider_location is not None
-            with connect(info.provider_location, autocommit=True, what="provider") as prov:
-                candidates = [t for t, _ in registered(prov, queue)]
-        wanted = candidates if all_ else _wanted(conn, info.node_type, candidates, names)
-        have = {t for t, _ in registered(conn, queue)}
-        added: list[str] = []
-        with conn.transaction():
-            for table in wanted:
-                if table in have:
-                    continue
-                if global_name(conn, table) is None:
-                    raise TableError(
-                        f"table {table} does not exist in {conn.info.dbname}; create it "
-                        "(same columns as on the provider) and run add-table again"
-                    )
-                if info.node_type == "root":
-                    conn.execute("select londiste_rs.capture_attach(%s, %s)", [queue, table])
-                state = "ok" if info.node_type == "root" or expect_sync else None
-                conn.execute(
-                    "insert into londiste_rs.table_info (queue_name, table_name, merge_state)"
-                    " values (%s, %s, %s)",
-                    [queue, table, state],
+        _node(cfg, conn, "wait-sync")
+        while True:
+            states = table_states(conn, cfg.queue_name)
+            failed = [s for s in states if s.merge_state == "failed"]
+            if failed:
+                raise TableError(
+                    f"copy of {failed[0].table_name} failed: {failed[0].copy_error}; fix it, "
+                    f"then run resync {failed[0].table_name}"
                 )
-                added.append(table)
-        return added
+            ok = sum(s.merge_state == "ok" for s in states)
+            if report is not None and shown != (ok, len(states)):
+                shown = (ok, len(states))
+                report(ok, len(states))
+            if ok == len(states):
+                return ok
+            if deadline is not None and time.monotonic() > deadline:
+                raise LondisteError(
+                    f"{len(states) - ok} of {len(states)} tables not in sync after "
+                    f"{timeout:g}s; is the worker running? (see 'tables')"
+                )
+            time.sleep(0.2)
 
 
-def _wanted(
-    conn: psycopg.Connection[Any], kind: str, candidates: list[str], names: list[str]
-) -> list[str]:
-    out: list[str] = []
-    for name in names:
-        if "*" in name or "?" in name:
-            out += [t for t in _expand(candidates, [name]) if t not in out]
+# -- the initial copy ----------------------------------------------------------------------
+
+
+def pending_copies(conn: Conn, queue: str) -> list[str]:
+    """Tables that need a copy ('in-copy' here means a copy a crash interrupted)."""
+    return [
+        t.table_name
+        for t in table_states(conn, queue)
+        if t.merge_state is None or t.merge_state == "in-copy"
+    ]
+
+
+class _Recorder:
+    """A progress callback writing each table's figures to its row (its own connection; the
+    copy threads call it) and showing them (bars on a terminal, log lines otherwise)."""
+
+    def __init__(self, dsn: str, queue: str):
+        self.dsn, self.queue = dsn, queue
+        self.lock = threading.Lock()
+        self.conn: Conn | None = None
+        self.show = ProgressPrinter()
+
+    def __call__(self, p: Progress) -> None:
+        self.show(p)
+        with self.lock:
+            try:
+                if self.conn is None:
+                    self.conn = connect(self.dsn, autocommit=True, what="node database")
+                self.conn.execute(
+                    "update londiste_rs.table_info set copy_rows = %s, copy_bytes = %s,"
+                    " copy_total_rows = %s, copy_seconds = %s"
+                    " where queue_name = %s and table_name = %s",
+                    [p.rows, p.bytes, p.total_rows, p.elapsed, self.queue, p.table],
+                )
+            except (LondisteError, psycopg.Error) as e:  # figures only: never fail the copy
+                log.warning("cannot record the copy progress of %s: %s", p.table, first_line(e))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+def copy_pending(cfg: JobConfig, local: Conn, prov: Conn, prov_dsn: str, tables: list[str]) -> bool:
+    """Copies those of `tables` the provider has 'ok' (see the module doc); returns whether
+    there were any. Each table ends 'ok' with its copy snapshot, or 'failed' with its error."""
+    queue = cfg.queue_name
+    ready_there = {
+        str(r[0])
+        for r in prov.execute(
+            "select table_name from londiste_rs.table_info"
+            " where queue_name = %s and local and merge_state = 'ok' and table_name = any(%s)",
+            [queue, tables],
+        ).fetchall()
+    }
+    ready = [t for t in tables if t in ready_there]
+    if not ready:
+        return False
+    states = {s.table_name: s for s in table_states(local, queue)}
+    local.execute(
+        "update londiste_rs.table_info set merge_state = 'in-copy', copy_started = now(),"
+        " copy_rows = 0, copy_bytes = 0, copy_total_rows = null, copy_seconds = 0,"
+        " copy_error = null, custom_snapshot = null"
+        " where queue_name = %s and table_name = any(%s)",
+        [queue, ready],
+    )
+    failed: dict[str, str] = {}
+    _defer(local, queue, ready, states, failed)
+    recorder = _Recorder(cfg.db, queue)
+    results: list[CopyResult] = []
+    try:
+        for skip in (False, True):
+            group = [t for t in ready if t not in failed and states[t].skip_truncate == skip]
+            if not group:
+                continue
+            log.info("initial copy of %s", ", ".join(group))
+            pairs = [(name_of(t), name_of(states[t].dest_table or t)) for t in group]
+            try:
+                results += copy_tables(
+                    prov_dsn, cfg.db, pairs, parallel_copies=cfg.parallel_copies,
+                    jobs=RANGE_JOBS, min_range_bytes=initial_copy.MIN_RANGE_BYTES,
+                    skip_truncate=skip, progress=recorder,
+                )  # fmt: skip
+            except CopyFailed as e:
+                results += e.results
+                failed.update(e.errors)
+    finally:
+        recorder.close()
+        _restore(local, queue, ready)
+    for r in results:
+        local.execute(
+            "update londiste_rs.table_info set merge_state = 'ok', custom_snapshot = %s,"
+            " copy_rows = %s, copy_bytes = %s, copy_seconds = %s"
+            " where queue_name = %s and table_name = %s",
+            [str(r.snapshot), r.rows, r.bytes, r.seconds, queue, str(r.source)],
+        )
+        log.info("%s: initial copy done (%d rows in %.1fs)", r.source, r.rows, r.seconds)
+    for table, error in failed.items():
+        local.execute(
+            "update londiste_rs.table_info set merge_state = 'failed', copy_error = %s"
+            " where queue_name = %s and table_name = %s",
+            [error, queue, table],
+        )
+        log.error("%s: initial copy failed: %s", table, error)
+    return True
+
+
+def _defer(
+    local: Conn, queue: str, ready: list[str], states: dict[str, TableState], failed: dict[str, str]
+) -> None:
+    """Drops the foreign keys and plain indexes of the tables about to be copied, one table
+    at a time (a foreign key between two of them is dropped once), recording them."""
+    for t in ready:
+        try:
+            items = ddl.defer_secondary(local, name_of(states[t].dest_table or t))
+        except LondisteError as e:
+            failed[t] = str(e)
             continue
-        g = global_name(conn, name)
-        if g is None:
-            raise TableError(
-                f"table {name} does not exist in {conn.info.dbname}; check the name or create it"
-            )
-        if kind != "root" and g not in candidates:
-            raise TableError(
-                f"table {g} is not replicated by the provider; add it there first "
-                f"(add-table on the provider)"
-            )
-        if g not in out:
-            out.append(g)
-    return out
-
-
-# -- the initial copy --------------------------------------------------------------------------
-def pending_copies(conn: psycopg.Connection[Any], queue: str) -> list[str]:
-    return [t for t, state in registered(conn, queue) if state is None]
-
-
-def copy_pending(
-    local: psycopg.Connection[Any], prov: psycopg.Connection[Any], queue: str, tables: list[str]
-) -> None:
-    """Copies `tables` from the provider under one snapshot, inside the caller's transaction
-    on `local`, and marks them 'ok' with that snapshot (the caller commits with its tick)."""
-    with prov.transaction():
-        prov.execute("set transaction isolation level repeatable read, read only")
-        snap = prov.execute("select pg_current_snapshot()::text").fetchone()
-        assert snap is not None
-        tables = parents_first(local, tables)
-        targets = sql.SQL(", ").join(_ident(t) for t in tables)
-        local.execute(sql.SQL("truncate {}").format(targets))
-        for table in tables:
-            cols = [
-                str(r[0])
-                for r in local.execute(
-                    "select attname from pg_attribute where attrelid = %s::regclass"
-                    " and attnum > 0 and not attisdropped and attgenerated = ''"
-                    " order by attnum",
-                    [table],
-                ).fetchall()
-            ]
-            collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-            rows = 0
-            with (
-                prov.cursor().copy(
-                    sql.SQL("copy (select {} from only {}) to stdout (format binary)").format(
-                        collist, _ident(table)
-                    )
-                ) as out,
-                local.cursor().copy(
-                    sql.SQL("copy {} ({}) from stdin (format binary)").format(
-                        _ident(table), collist
-                    )
-                ) as inp,
-            ):
-                for block in out:
-                    inp.write(block)
-                    rows += 1
+        if items:
             local.execute(
-                "update londiste_rs.table_info set merge_state = 'ok', custom_snapshot = %s"
+                "update londiste_rs.table_info set dropped_ddl"
+                " = coalesce(dropped_ddl, '[]'::jsonb) || %s::jsonb"
                 " where queue_name = %s and table_name = %s",
-                [snap[0], queue, table],
+                [json.dumps([vars(i) for i in items]), queue, t],
             )
-            log.info("%s: initial copy done", table)
 
 
-def _ident(table: str) -> sql.Composable:
-    return sql.SQL(".").join(sql.Identifier(p) for p in split_name(table))
+def _restore(local: Conn, queue: str, ready: list[str]) -> None:
+    """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables."""
+    rows = local.execute(
+        "select table_name, dropped_ddl from londiste_rs.table_info"
+        " where queue_name = %s and table_name = any(%s) and dropped_ddl is not null",
+        [queue, ready],
+    ).fetchall()
+    items = [ddl.Deferred(**i) for _, lst in rows for i in lst]
+    if not items:
+        return
+    try:
+        ddl.restore_secondary(local, items)
+    except LondisteError as e:
+        log.error("after the initial copy: %s", e)
+    local.execute(
+        "update londiste_rs.table_info set dropped_ddl = null"
+        " where queue_name = %s and table_name = any(%s)",
+        [queue, [r[0] for r in rows]],
+    )
 
 
-def split_name(name: str) -> list[str]:
-    """'schema.table' (either part possibly double-quoted) -> its unquoted parts."""
-    parts: list[str] = []
-    cur, quoted, i = "", False, 0
-    while i < len(name):
-        ch = name[i]
-        if ch == '"':
-            if quoted and i + 1 < len(name) and name[i + 1] == '"':
-                cur += '"'
-                i += 1
-            else:
-                quoted = not quoted
-        elif ch == "." and not quoted:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-        i += 1
-    parts.append(cur)
-    return parts
-
-
-def release_copy_snapshots(
-    local: psycopg.Connection[Any], prov: psycopg.Connection[Any], queue: str, tick_id: int
-) -> None:
+def release_copy_snapshots(local: Conn, prov: Conn, queue: str, tick_id: int) -> None:
     """Forgets copy snapshots no later batch can need: once the applied tick's snapshot has
     every transaction below the copy snapshot's xmax finished, every later event comes from a
     transaction the copy did not see."""
@@ -240,7 +538,7 @@ def release_copy_snapshots(
             )
 
 
-def parents_first(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+def parents_first(conn: Conn, tables: list[str]) -> list[str]:
     """`tables` sorted so that a table referenced by a foreign key comes before the tables
     referencing it (a cycle keeps the given order for its members)."""
     oids = [
@@ -262,3 +560,134 @@ def parents_first(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]
         done.extend(ready or [o for o in oids if o not in done])
     by_oid = dict(zip(oids, tables, strict=True))
     return [by_oid[o] for o in done]
+
+
+# -- sequences -----------------------------------------------------------------------------
+
+
+def add_seqs(cfg: JobConfig, names: list[str], all_: bool, create: bool = False) -> list[str]:
+    """Registers sequences: on the root any of the database's; on a branch or leaf those its
+    provider replicates (created here with --create), moved up to the provider's value."""
+    if not names and not all_:
+        raise UsageError("add-seq needs sequence names or --all")
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "add-seq")
+        have = set(_local_seqs(conn, queue))
+        if info.node_type == "root":
+            if create:
+                raise UsageError("--create is for a branch or leaf; the root's sequences exist")
+            wanted = (
+                _all_user(conn, SEQUENCE_KINDS)
+                if all_
+                else ddl.resolve(conn, names, kinds=SEQUENCE_KINDS, where=f"root {info.node_name}")
+            )
+            wanted = [s for s in wanted if s not in have]
+            with conn.transaction():
+                for s in wanted:
+                    _register_seq(conn, queue, s)
+            return [str(s) for s in wanted]
+        with connect(_provider(info), autocommit=True, what="provider") as prov:
+            carried = _local_seqs(prov, queue)
+            where = f"the sequences provider {info.provider_node} replicates (add them there first)"
+            wanted = carried if all_ else ddl.select(names, carried, what="sequence", where=where)
+            wanted = [s for s in wanted if s not in have]
+            with conn.transaction():
+                for s in wanted:
+                    if not ddl.exists(conn, s):
+                        if not create:
+                            raise TableError(
+                                f"sequence {s} does not exist in {conn.info.dbname}; create it "
+                                "or add it with --create"
+                            )
+                        ddl.create_sequence(prov, conn, s)
+                    _register_seq(conn, queue, s)
+                if wanted:
+                    sequences.sync(prov, conn, wanted)
+            return [str(s) for s in wanted]
+
+
+def _register_seq(conn: Conn, queue: str, seq: TableName) -> None:
+    conn.execute(
+        "insert into londiste_rs.seq_info (queue_name, seq_name) values (%s, %s)",
+        [queue, str(seq)],
+    )
+
+
+def remove_seqs(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
+    if not names and not all_:
+        raise UsageError("remove-seq needs sequence names or --all")
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "remove-seq")
+        have = _local_seqs(conn, cfg.queue_name)
+        wanted = (
+            have
+            if all_
+            else ddl.select(
+                names, have, what="sequence", where=f"node {info.node_name}'s sequences"
+            )
+        )
+        conn.execute(
+            "delete from londiste_rs.seq_info where queue_name = %s and seq_name = any(%s)",
+            [cfg.queue_name, [str(s) for s in wanted]],
+        )
+        return [str(s) for s in wanted]
+
+
+@dataclass(frozen=True)
+class SeqState:
+    seq_name: str
+    local_value: int | None  # what nextval() returns next here
+    provider_value: int | None  # ... on the provider (None on a root or when unreachable)
+
+
+def seq_states(cfg: JobConfig) -> list[SeqState]:
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "seqs")
+        names = _local_seqs(conn, cfg.queue_name)
+        here = _read_seqs(conn, names)
+        there: dict[TableName, int | None] = {}
+        if info.node_type != "root" and names:
+            with connect(_provider(info), autocommit=True, what="provider") as prov:
+                there = _read_seqs(prov, names)
+    return [SeqState(str(n), here.get(n), there.get(n)) for n in names]
+
+
+def _read_seqs(conn: Conn, names: Iterable[TableName]) -> dict[TableName, int | None]:
+    present = [n for n in names if ddl.exists(conn, n)]
+    return {n: s.next_value for n, s in sequences.read(conn, present).items()}
+
+
+def sync_seqs(cfg: JobConfig, names: list[str], exact: bool) -> list[sequences.SeqSync]:
+    """Moves this node's sequences (all, or those named) to its provider's values: forward
+    only, or with `exact` to the provider's exact state (a cut-over, with writes stopped)."""
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = _node(cfg, conn, "sync-seqs", SUBSCRIBERS)
+        have = _local_seqs(conn, cfg.queue_name)
+        wanted = (
+            ddl.select(names, have, what="sequence", where="this node's sequences")
+            if (names)
+            else have
+        )
+        if not wanted:
+            return []
+        with connect(_provider(info), autocommit=True, what="provider") as prov:
+            done = sequences.sync(prov, conn, wanted, exact=exact)
+        _store_seq_values(conn, cfg.queue_name, done)
+        return done
+
+
+def sync_sequences(local: Conn, prov: Conn, queue: str) -> None:
+    """The worker's periodic forward-only sync of the node's sequences."""
+    names = _local_seqs(local, queue)
+    if names:
+        _store_seq_values(local, queue, sequences.sync(prov, local, names))
+
+
+def _store_seq_values(conn: Conn, queue: str, done: list[sequences.SeqSync]) -> None:
+    for s in done:
+        conn.execute(
+            "update londiste_rs.seq_info set last_value = %s"
+            " where queue_name = %s and seq_name = %s",
+            [s.provider, queue, str(s.name)],
+        )

@@ -44,7 +44,13 @@ from londiste_rs.db import connect, first_line, redact
 from londiste_rs.errors import ConnectError, LondisteError
 from londiste_rs.layout import table_layout
 from londiste_rs.node import NodeInfo, require_node
-from londiste_rs.tables import copy_pending, pending_copies, release_copy_snapshots
+from londiste_rs.tables import (
+    SEQ_SYNC_INTERVAL,
+    copy_pending,
+    pending_copies,
+    release_copy_snapshots,
+    sync_sequences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,7 @@ class Worker:
         self.types: TypeMap = {}
         self.plans_key: object = None
         self.stats_applied = 0
+        self.next_seq_sync = 0.0
 
     # -- connections ---------------------------------------------------------------------
     def _local(self) -> psycopg.Connection[Any]:
@@ -176,11 +183,12 @@ class Worker:
         if info.node_type == "branch":
             self._branch_tick(local, prov)
         pending = pending_copies(local, self.queue)
-        if pending:
-            with local.transaction():
-                copy_pending(local, prov, self.queue, pending)
+        if pending and copy_pending(self.cfg, local, prov, info.provider_location, pending):
             self.plans_key = None
             return True
+        if time.monotonic() >= self.next_seq_sync:
+            sync_sequences(local, prov, self.queue)
+            self.next_seq_sync = time.monotonic() + SEQ_SYNC_INTERVAL
         return self._replay(local, prov, info)
 
     def _root_housekeeping(self, local: psycopg.Connection[Any]) -> None:

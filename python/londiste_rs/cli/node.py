@@ -1,5 +1,5 @@
 """Node verbs, as londiste3 has them: create-root/-branch/-leaf, worker, members, node-info,
-status, pause, resume, wait-root, wait-provider, change-provider, drop-node, add-table, tables."""
+status, pause, resume, wait-root, wait-provider, change-provider, drop-node."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from londiste_rs.config import JobConfig, load_job_config
 from londiste_rs.db import connect, redact
 
 ConfigArg = typer.Argument(..., metavar="CONFIG.ini", help="The node's job file ([londiste3]).")
-TablesArg = typer.Argument(None, help="Tables (globs allowed).")
-AllOpt = typer.Option(False, "--all", help="Every table (the provider's, on a subscriber).")
 ProviderOpt = typer.Option(None, "--provider", help="Connect string of the node to follow.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -249,35 +247,3 @@ def drop_node(config: Path = ConfigArg, name: str = typer.Argument(..., help="No
             f"not removed from member {member} ({redact(why)}); when it is back, run "
             f"drop-node {name} with {member}'s config"
         )
-
-
-@app.command("add-table")
-def add_table(
-    config: Path = ConfigArg,
-    tables: list[str] = TablesArg,
-    all_: bool = AllOpt,
-    expect_sync: bool = typer.Option(
-        False, "--expect-sync", help="No initial copy: the table already has the provider's rows."
-    ),
-) -> None:
-    """Replicate tables: capture them on the root, apply them on a branch or leaf."""
-    from londiste_rs.tables import add_tables
-
-    added = add_tables(_cfg(config), list(tables or []), all_, expect_sync)
-    for table in added:
-        typer.echo(f"Table added: {table}")
-    if not added:
-        typer.echo("no new tables")
-
-
-@app.command("tables")
-def tables_cmd(config: Path = ConfigArg) -> None:
-    """List the node's tables and their state."""
-    from londiste_rs.node import require_node
-    from londiste_rs.tables import registered
-
-    cfg = _cfg(config)
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        require_node(conn, cfg, verb="tables")
-        for table, state in registered(conn, cfg.queue_name):
-            typer.echo(f"{table} {state or 'needs-copy'}")

@@ -1,0 +1,280 @@
+"""Tables through the CLI on two separate clusters: add-table with globs, quoted mixed-case names
+and --create-full, the worker's initial copy while the provider keeps writing (ranges read in
+parallel), a failing copy next to a good one and resync, remove-table, missing, wait-sync."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from londiste_rs import initial_copy
+from londiste_rs.config import load_job_config
+from londiste_rs.worker import Worker
+from test_node import job_ini, ok, one_line_error, run_cli
+from test_worker import drain, tick
+
+
+def nodes(tmp_path: Path, provider_db: Any, subscriber_db: Any, **extra: Any) -> tuple[str, str]:
+    root = str(job_ini(tmp_path, "master", provider_db.dsn))
+    leaf = str(job_ini(tmp_path, "slave", subscriber_db.dsn, **extra))
+    ok(root, "create-root", "master")
+    ok(leaf, "create-leaf", "slave", f"--provider={provider_db.dsn}")
+    return root, leaf
+
+
+def table_states(ini: str) -> dict[str, dict[str, Any]]:
+    return {t["table_name"]: t for t in json.loads(ok(ini, "tables", "--json"))}
+
+
+def content(db: Any, table: str) -> list[tuple[Any, ...]]:
+    return db.sql(f"select * from {table} order by 1")
+
+
+MIXED = """
+create table a (id int primary key, v text);
+create table "Mixed Case" ("Id" int primary key, "Some Value" text);
+create schema other;
+create table other.x (id int primary key);
+"""
+
+
+def test_add_table_globs_quoted_names_missing_and_remove(tmp_path, provider_db, subscriber_db):
+    provider_db.sql(
+        MIXED + "insert into a values (1, 'one'); insert into \"Mixed Case\" values (7, 's')"
+    )
+    subscriber_db.sql(MIXED)
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+
+    out = ok(root, "add-table", "public.*")
+    assert "Table added: public.a" in out and 'Table added: public."Mixed Case"' in out
+    # a name that does not exist, anywhere: one line naming it
+    msg = one_line_error(run_cli(root, "add-table", "public.nope"))
+    assert "'public.nope' does not exist" in msg
+    assert "mixed-case" in one_line_error(run_cli(root, "add-table", "Mixed Case"))
+    # the leaf cannot take a table its root does not replicate
+    msg = one_line_error(run_cli(leaf, "add-table", "other.x"))
+    assert "not replicated by provider master" in msg and "add it there first" in msg
+    # options that make no sense on a root are refused
+    assert "--create" in one_line_error(run_cli(root, "add-table", "other.x", "--create"))
+
+    assert ok(root, "missing").split() == ["table", "other.x"]
+    assert sorted(ok(leaf, "missing").splitlines()) == [
+        'table public."Mixed Case"',
+        "table public.a",
+    ]
+    out = ok(leaf, "add-table", 'public."Mixed Case"')
+    assert out.strip() == 'Table added: public."Mixed Case"'
+    ok(root, "add-table", "other.*")
+    assert ok(leaf, "add-table", "--all").split("\n")[:2] == [
+        "Table added: other.x",
+        "Table added: public.a",
+    ]
+    assert ok(leaf, "add-table", "--all").strip() == "nothing to do"
+    assert ok(leaf, "missing") == "" and ok(root, "missing") == ""
+    states = table_states(leaf)
+    assert {t: s["state"] for t, s in states.items()} == dict.fromkeys(
+        ["other.x", 'public."Mixed Case"', "public.a"], "needs-copy"
+    )
+
+    # wait-sync with no worker: bounded, one line
+    assert "not in sync" in one_line_error(run_cli(leaf, "wait-sync", "--timeout", "0.5"))
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        assert "all 3 tables in sync" in ok(leaf, "wait-sync", "--timeout", "5")
+        provider_db.sql(
+            "update \"Mixed Case\" set \"Some Value\" = 'changed'; insert into a values (2, 'two')"
+        )
+        tick(provider_db)
+        drain(worker)
+        for table in ("a", '"Mixed Case"', "other.x"):
+            assert content(subscriber_db, table) == content(provider_db, table), table
+
+        # remove-table: the leaf stops applying it, the root stops capturing it
+        assert ok(leaf, "remove-table", 'public."Mixed Case"').strip() == (
+            'Table removed: public."Mixed Case"'
+        )
+        assert ok(leaf, "missing").strip() == 'table public."Mixed Case"'
+        assert "Table removed: public.a" in ok(root, "remove-table", "public.a")
+        assert provider_db.sql("select count(*) from pg_trigger where tgrelid = 'a'::regclass") == [
+            (0,)
+        ]
+        provider_db.sql(
+            "insert into a values (3, 'three'); insert into \"Mixed Case\" values (8, 'n')"
+        )
+        tick(provider_db)
+        drain(worker)
+        assert content(subscriber_db, '"Mixed Case"') == [(7, "changed")]
+        assert len(content(subscriber_db, "a")) == 2
+        msg = one_line_error(run_cli(leaf, "remove-table", "public.nope"))
+        assert "'public.nope' is not one of node slave's tables" in msg
+    finally:
+        worker.close()
+
+
+FULL = """
+create table items (
+    id bigint generated always as identity (start with 100 increment by 5) primary key,
+    code serial,
+    name text not null default 'x' check (name <> ''),
+    price numeric(10, 2),
+    total numeric generated always as (price * 2) stored,
+    unique (name, price)
+);
+create index items_price on items (price);
+"""
+
+
+def test_create_full_on_empty_subscriber(tmp_path, provider_db, subscriber_db):
+    provider_db.sql(
+        FULL + "insert into items (name, price) select 'n' || g, g from generate_series(1, 50) g"
+    )
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "--all")
+    msg = one_line_error(run_cli(leaf, "add-table", "items"))
+    assert "does not exist" in msg and "--create" in msg
+    ok(leaf, "add-table", "--all", "--create-full")
+    # the sequences behind the serial and the identity column exist, at the provider's values
+    assert subscriber_db.sql("select nextval('items_code_seq')") == [(51,)]
+    assert subscriber_db.sql("select nextval(pg_get_serial_sequence('items', 'id'))") == [(350,)]
+    assert subscriber_db.sql("select count(*) from pg_indexes where tablename = 'items'") == [(3,)]
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        provider_db.sql("insert into items (name, price) values ('new', 1.5)")
+        tick(provider_db)
+        drain(worker)
+        assert content(subscriber_db, "items") == content(provider_db, "items")
+        # the indexes dropped for the load are back
+        assert subscriber_db.sql("select count(*) from pg_indexes where tablename = 'items'") == [
+            (3,)
+        ]
+    finally:
+        worker.close()
+
+
+def test_copy_in_ranges_while_the_provider_writes(
+    tmp_path, provider_db, subscriber_db, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="londiste_rs.initial_copy")
+    schema = "create table big (id int primary key, v int, pad text);"
+    provider_db.sql(
+        schema + "insert into big select g, 0, repeat('p', 200) from generate_series(1, 60000) g"
+    )
+    provider_db.sql("analyze big")
+    subscriber_db.sql(schema)
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "big")
+    ok(leaf, "add-table", "big")
+    monkeypatch.setattr(initial_copy, "MIN_RANGE_BYTES", 1 << 20)  # ~16 MB table: 4 ranges
+
+    stop = threading.Event()
+    writes = [0]
+
+    def writer() -> None:
+        rnd = random.Random(5)
+        with provider_db.connect() as conn:
+            n = 60000
+            while not stop.is_set():
+                with conn.transaction():
+                    n += 1
+                    conn.execute("insert into big values (%s, 1, 'new')", [n])
+                    conn.execute("update big set v = v + 1 where id = %s", [rnd.randint(1, n)])
+                    conn.execute("delete from big where id = %s", [rnd.randint(1, n)])
+                writes[0] += 1
+                if writes[0] % 20 == 0:
+                    conn.execute("select londiste_rs.force_tick('q1')")
+                    conn.execute("select londiste_rs.ticker('q1')")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        before = writes[0]
+        assert worker.step()  # the copy, while the writer goes on
+        during = writes[0] - before
+        state = table_states(leaf)["public.big"]
+        assert state["state"] == "ok" and state["copy_rows"] >= 60000 - during
+        assert state["copy_bytes"] > 10 << 20
+        for _ in range(5):
+            worker.step()
+    finally:
+        stop.set()
+        thread.join()
+    try:
+        assert during > 0, "the writer did not write during the copy"
+        tick(provider_db)
+        drain(worker)
+        assert content(subscriber_db, "big") == content(provider_db, "big")
+    finally:
+        worker.close()
+    # read in four ctid ranges under one snapshot
+    assert "4 range(s)" in caplog.text
+
+
+TWO = """
+create table good (id int primary key, v text);
+create table bad (id int primary key, v text);
+"""
+
+
+def test_one_failing_copy_does_not_stop_the_other_and_resync(tmp_path, provider_db, subscriber_db):
+    provider_db.sql(TWO + "insert into good select g, 'g' from generate_series(1, 1000) g;"
+                    "insert into bad select g, 'b' || g from generate_series(1, 10) g")  # fmt: skip
+    subscriber_db.sql(
+        TWO.replace("bad (id int primary key, v text)", "bad (id int primary key, v int)")
+    )
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db, parallel_copies=2)
+    ok(root, "add-table", "--all")
+    ok(leaf, "add-table", "--all")
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        states = table_states(leaf)
+        assert states["public.good"]["state"] == "ok"
+        assert states["public.bad"]["state"] == "failed"
+        assert (
+            "column 'v' of public.bad is text on the provider but integer"
+            in (states["public.bad"]["copy_error"])
+        )
+        text = ok(leaf, "tables")
+        assert "public.bad failed" in text and "ERR: " in text
+        assert "public.good ok  copy 1,000 rows" in text
+        status = ok(leaf, "status")
+        assert "Tables: 1/1/0" in status
+        msg = one_line_error(run_cli(leaf, "wait-sync", "--timeout", "5"))
+        assert "copy of public.bad failed" in msg and "resync public.bad" in msg
+        # the good table replicates meanwhile
+        provider_db.sql("update good set v = 'h' where id < 10; update bad set v = 'c'")
+        tick(provider_db)
+        drain(worker)
+        assert content(subscriber_db, "good") == content(provider_db, "good")
+
+        subscriber_db.sql("alter table bad alter column v type text")
+        assert ok(leaf, "resync", "bad").strip() == "Table to copy again: public.bad"
+        assert table_states(leaf)["public.bad"]["state"] == "needs-copy"
+        drain(worker)
+        assert ok(leaf, "wait-sync", "--timeout", "5").splitlines()[-1] == "all 2 tables in sync"
+        provider_db.sql("delete from bad where id = 1")
+        tick(provider_db)
+        drain(worker)
+        for table in ("good", "bad"):
+            assert content(subscriber_db, table) == content(provider_db, table)
+        # resync of a table the node does not have; and on a root
+        assert "not one of" in one_line_error(run_cli(leaf, "resync", "nope"))
+        assert "branch or leaf" in one_line_error(run_cli(root, "resync", "--all"))
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("verb", ["add-table", "remove-table", "resync", "add-seq"])
+def test_verbs_need_names(tmp_path, provider_db, verb):
+    root = str(job_ini(tmp_path, "master", provider_db.dsn))
+    ok(root, "create-root", "master")
+    assert "--all" in one_line_error(run_cli(root, verb))

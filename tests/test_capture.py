@@ -300,3 +300,22 @@ def test_user_defined_types_get_the_subscribers_oids(provider_db, subscriber_db)
         dst.execute("drop type pair cascade")
         with pytest.raises(TableError, match=r"type public\.pair used by table src does not exist"):
             type_map(dst, [layout])
+
+
+def test_text_the_client_encoding_cannot_hold_is_sent_in_the_database_encoding(provider_db):
+    """A LATIN1 writer updating a row that holds Japanese text must not fail: the trigger
+    falls back to the database encoding for that row."""
+    conn = install_queue(provider_db)
+    conn.execute(
+        "create table src (id int primary key, t text, n int); create table dst (like src)"
+    )
+    queue.capture_attach(conn, Q, "src")
+    conn.execute("insert into src values (1, '日本', 0), (2, 'café', 0)")
+    with provider_db.connect() as latin:
+        latin.execute("set client_encoding = 'LATIN1'")
+        latin.execute("update src set n = n + 1")
+        assert latin.execute("show client_encoding").fetchone() == ("LATIN1",)
+    extra4 = conn.execute("select ev_extra4 from londiste_rs.event_1 order by ev_id").fetchall()
+    assert extra4 == [(None,), (None,), (None,), ("LATIN1",)]
+    replicate(conn, "src", "dst")
+    assert rows_as_text(conn, "dst") == rows_as_text(conn, "src") == ["(1,日本,1)", "(2,café,1)"]

@@ -24,6 +24,7 @@ declare
     old_key text;
     new_key text;
     inserts text := '';
+    payload text;
     n int4;
     trg text := '_londiste_rs_' || i_queue;
 begin
@@ -64,6 +65,25 @@ begin
             case when n = 0 then 'if' else 'elsif' end, n, 'event_' || q.queue_id || '_' || n,
             global_name);
     end loop;
+    -- The payload for the operation; repeated below for writers whose client encoding cannot
+    -- hold some text of the row (record_send converts text to the client encoding).
+    payload := format($p$
+        if TG_OP OPERATOR(pg_catalog.=) 'INSERT' then
+            typ := 'I';
+            dat := pg_catalog.record_send(NEW);
+        elsif TG_OP OPERATOR(pg_catalog.=) 'UPDATE' then
+            typ := 'U';
+            dat := pg_catalog.record_send(NEW);
+            oldkey := %s;
+            if oldkey OPERATOR(pg_catalog.=) %s then
+                oldkey := null;
+            end if;
+        elsif TG_OP OPERATOR(pg_catalog.=) 'DELETE' then
+            typ := 'D';
+            dat := %s;
+        else
+            typ := 'R';
+        end if;$p$, old_key, new_key, old_key);
     execute format($f$
 create or replace function londiste_rs.%I() returns trigger
 language plpgsql security definer as $body$
@@ -75,24 +95,22 @@ declare
     enc text := pg_catalog.current_setting('client_encoding');
     cur int8;
 begin
-    if TG_OP OPERATOR(pg_catalog.=) 'INSERT' then
-        typ := 'I';
-        dat := pg_catalog.record_send(NEW);
-    elsif TG_OP OPERATOR(pg_catalog.=) 'UPDATE' then
-        typ := 'U';
-        dat := pg_catalog.record_send(NEW);
-        oldkey := %s;
-        if oldkey OPERATOR(pg_catalog.=) %s then
-            oldkey := null;
-        end if;
-    elsif TG_OP OPERATOR(pg_catalog.=) 'DELETE' then
-        typ := 'D';
-        dat := %s;
-    else
-        typ := 'R';
-    end if;
-    if typ OPERATOR(pg_catalog.=) 'R' or enc OPERATOR(pg_catalog.=) %L then
+    if enc OPERATOR(pg_catalog.=) %L then
         enc := null;
+%s
+    else
+        begin
+%s
+        exception when untranslatable_character then
+            -- Send this row in the database encoding instead, and say so (ev_extra4 NULL).
+            perform pg_catalog.set_config('client_encoding', %L, true);
+%s
+            perform pg_catalog.set_config('client_encoding', enc, true);
+            enc := null;
+        end;
+        if typ OPERATOR(pg_catalog.=) 'R' then
+            enc := null;
+        end if;
     end if;
     cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
 %s    else
@@ -101,7 +119,7 @@ begin
     end if;
     return null;
 end $body$;
-$f$, fn, i_queue, global_name, old_key, new_key, old_key, db_encoding,
+$f$, fn, i_queue, global_name, db_encoding, payload, payload, db_encoding, payload,
         format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid, inserts, i_queue);
     execute format('drop trigger if exists %I on %s', trg, i_table);
     execute format('drop trigger if exists %I on %s', trg || '_truncate', i_table);

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -122,3 +123,16 @@ def test_install_from_wheel_into_empty_database(provider_db, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     version = schema.package_version()
     assert out.stdout.split() == [version, version]
+
+
+def test_concurrent_installs_apply_each_migration_once(provider_db):
+    def install_once() -> str:
+        with provider_db.connect() as conn:
+            return schema.install(conn)
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda _: install_once(), range(4)))
+    assert versions == [schema.package_version()] * 4
+    rows = provider_db.sql("select migration, count(*) from londiste_rs.schema_version group by 1")
+    assert sorted(r[0] for r in rows) == [name for name, _ in schema.migrations()]
+    assert all(r[1] == 1 for r in rows)

@@ -247,7 +247,7 @@ def test_one_failing_copy_does_not_stop_the_other_and_resync(tmp_path, provider_
         assert "public.bad failed" in text and "ERR: " in text
         assert "public.good ok  copy 1,000 rows" in text
         status = ok(leaf, "status")
-        assert "Tables: 1/1/0" in status
+        assert "Tables: 1/1/0" in status and "ERR: 1 table copies failed" in status
         msg = one_line_error(run_cli(leaf, "wait-sync", "--timeout", "5"))
         assert "copy of public.bad failed" in msg and "resync public.bad" in msg
         # the good table replicates meanwhile
@@ -278,3 +278,34 @@ def test_verbs_need_names(tmp_path, provider_db, verb):
     root = str(job_ini(tmp_path, "master", provider_db.dsn))
     ok(root, "create-root", "master")
     assert "--all" in one_line_error(run_cli(root, verb))
+
+
+def test_dest_table_skip_truncate_and_expect_sync(tmp_path, provider_db, subscriber_db):
+    provider_db.sql(
+        TWO + "insert into good values (1, 'a'), (2, 'b'); insert into bad values (5, 'e')"
+    )
+    subscriber_db.sql(
+        "create table renamed (id int primary key, v text); insert into renamed values (9, 'old');"
+        "create table bad (id int primary key, v text); insert into bad values (5, 'e');"
+    )
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "--all")
+    msg = one_line_error(run_cli(leaf, "add-table", "--all", "--dest-table", "renamed"))
+    assert "--dest-table needs exactly one new table, not 2" in msg
+    ok(leaf, "add-table", "good", "--dest-table", "renamed", "--skip-truncate")
+    ok(leaf, "add-table", "bad", "--expect-sync")
+    states = table_states(leaf)
+    assert states["public.good"]["dest_table"] == "public.renamed"
+    assert states["public.good"]["skip_truncate"] and states["public.bad"]["state"] == "ok"
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        provider_db.sql("insert into good values (3, 'c'); update bad set v = 'f'")
+        tick(provider_db)
+        drain(worker)
+        # the local row stays (no truncate), the provider's rows arrive in the renamed table
+        assert content(subscriber_db, "renamed") == [(1, "a"), (2, "b"), (3, "c"), (9, "old")]
+        assert content(subscriber_db, "bad") == [(5, "f")]
+        assert table_states(leaf)["public.good"]["copy_rows"] == 2
+    finally:
+        worker.close()

@@ -337,6 +337,7 @@ class NodeStatus:
     tables_ok: int
     tables_half: int
     unreachable: str | None = None
+    tables_failed: int = 0  # of tables_half: their initial copy failed
 
 
 def _find_root(cfg: JobConfig, start: str) -> str:
@@ -380,7 +381,8 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 ).fetchone()
                 counts = conn.execute(
                     "select count(*) filter (where merge_state = 'ok'),"
-                    " count(*) filter (where merge_state is distinct from 'ok')"
+                    " count(*) filter (where merge_state is distinct from 'ok'),"
+                    " count(*) filter (where merge_state = 'failed')"
                     " from londiste_rs.table_info where queue_name = %s and local",
                     [cfg.queue_name],
                 ).fetchone()
@@ -417,6 +419,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     error=info.cur_error,
                     tables_ok=int(counts[0]),
                     tables_half=int(counts[1]),
+                    tables_failed=int(counts[2]),
                 ),
             )
         )

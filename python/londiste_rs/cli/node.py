@@ -163,6 +163,9 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
                    f"ticks behind: {'-' if s.lag_ticks is None else s.lag_ticks}")  # fmt: skip
         if s.error:
             typer.echo(f"{'  ' * depth}    ERR: {redact(s.error)}")
+        if s.tables_failed:
+            typer.echo(f"{'  ' * depth}    ERR: {s.tables_failed} table copies failed "
+                       "(see 'tables'; fix, then resync)")  # fmt: skip
 
 
 def _pause(config: Path, paused: bool) -> None:

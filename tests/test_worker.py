@@ -156,3 +156,28 @@ def test_user_trigger_on_subscriber_sees_net_change(tmp_path, provider_db, subsc
         assert subscriber_db.sql("select op, id from audit") == [("INSERT", 7)]
     finally:
         worker.close()
+
+
+def test_non_key_identity_always_column(tmp_path, provider_db, subscriber_db):
+    """A GENERATED ALWAYS identity column outside the key: ordinary updates apply as updates,
+    and a `SET col = DEFAULT` on the provider (the only way it changes) reaches the subscriber."""
+    worker = setup_leaf(tmp_path, provider_db, subscriber_db)
+    ddl = (
+        "create table ticket (code text primary key, n bigint generated always as identity, v int)"
+    )
+    provider_db.sql(ddl)
+    subscriber_db.sql(ddl)
+    try:
+        provider_db.sql("insert into ticket (code, v) values ('a', 1), ('b', 2)")
+        ok(str(tmp_path / "master.ini"), "add-table", "ticket")
+        ok(str(tmp_path / "slave.ini"), "add-table", "ticket")
+        drain(worker)
+        provider_db.sql("update ticket set v = v + 10")
+        provider_db.sql("update ticket set n = default where code = 'b'")
+        provider_db.sql("insert into ticket (code, v) values ('c', 3)")
+        tick(provider_db)
+        drain(worker)
+        assert rows(subscriber_db, "ticket") == rows(provider_db, "ticket")
+        assert rows(provider_db, "ticket")[1][1] == 3  # b got a new identity value
+    finally:
+        worker.close()

@@ -62,6 +62,8 @@ class TablePlan:
     key_names: list[str]
     out_names: list[str]
     identity_always: bool
+    # non-key GENERATED ALWAYS identity columns: an UPDATE cannot set them (see _upsert_sql)
+    fixed_names: list[str] = field(default_factory=list)
     walk_cols: list[int] = field(default_factory=list)
     skip_snapshot: tuple[int, int, list[int]] | None = None
     upsert_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
@@ -103,6 +105,8 @@ def plan_table(name: str, target: str, source: TableLayout, local: TableLayout) 
         if not here.generated:  # generated columns are computed here
             out_cols.append(i)
     names = [c.name for c in source.columns]
+    out_set = {names[i] for i in out_cols}
+    key_set = {names[i] for i in key_cols}
     return TablePlan(
         name=name,
         source=source,
@@ -114,6 +118,11 @@ def plan_table(name: str, target: str, source: TableLayout, local: TableLayout) 
         key_names=[names[i] for i in key_cols],
         out_names=[names[i] for i in out_cols],
         identity_always=any(c.identity_always for c in local.columns),
+        fixed_names=[
+            c.name
+            for c in local.columns
+            if c.identity_always and c.name in out_set and c.name not in key_set
+        ],
         # values that embed user-defined type OIDs get the subscriber's (the type map)
         walk_cols=[i for i in source.walk_cols if i in out_cols],
     )
@@ -137,14 +146,7 @@ def prepare_staging(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> No
                 )
             p.upsert_sql = _upsert_sql(p)
             p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
-                t=p.target,
-                s=p.delete_stage,
-                cond=sql.SQL(" and ").join(
-                    sql.SQL("{t}.{c} = {s}.{c}").format(
-                        t=p.target, s=p.delete_stage, c=sql.Identifier(c)
-                    )
-                    for c in p.key_names
-                ),
+                t=p.target, s=p.delete_stage, cond=_key_match(p, p.delete_stage)
             )
 
 
@@ -153,7 +155,11 @@ def _idents(names: Iterable[str]) -> sql.Composed:
 
 
 def _upsert_sql(p: TablePlan) -> sql.Composed:
-    rest = [c for c in p.out_names if c not in p.key_names]
+    """`INSERT ... ON CONFLICT (key) DO UPDATE`. PostgreSQL refuses to UPDATE a non-key
+    GENERATED ALWAYS identity column to a value, so rows whose such value changed on the
+    provider (`SET col = DEFAULT` there) are deleted first and re-inserted with OVERRIDING
+    SYSTEM VALUE; for all other rows it is a plain update."""
+    rest = [c for c in p.out_names if c not in p.key_names and c not in p.fixed_names]
     action = (
         sql.SQL("do update set ")
         + sql.SQL(", ").join(
@@ -162,7 +168,7 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
         if rest
         else sql.SQL("do nothing")
     )
-    return sql.SQL(
+    upsert = sql.SQL(
         "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) {act}"
     ).format(
         t=p.target,
@@ -171,6 +177,28 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
         s=p.upsert_stage,
         keys=_idents(p.key_names),
         act=action,
+    )
+    if not p.fixed_names:
+        return upsert
+    changed = sql.SQL("delete from {t} using {s} where {keys} and ({a}) is distinct from ({b})")
+    reinsert = changed.format(
+        t=p.target,
+        s=p.upsert_stage,
+        keys=_key_match(p, p.upsert_stage),
+        a=sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(p.target, sql.Identifier(c)) for c in p.fixed_names
+        ),
+        b=sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(p.upsert_stage, sql.Identifier(c)) for c in p.fixed_names
+        ),
+    )
+    return reinsert + sql.SQL("; ") + upsert
+
+
+def _key_match(p: TablePlan, stage: sql.Identifier) -> sql.Composed:
+    return sql.SQL(" and ").join(
+        sql.SQL("{t}.{c} = {s}.{c}").format(t=p.target, s=stage, c=sql.Identifier(c))
+        for c in p.key_names
     )
 
 

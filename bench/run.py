@@ -1,6 +1,6 @@
 """londiste-rs against stock londiste3 and PostgreSQL logical replication, side by side.
 
-    make bench          # full run (~11 min on 2 cores); results in bench/results/
+    make bench          # full run (~10 min on 2 cores); results in bench/results/
     make bench-quick    # every scenario at small size; results in a temporary directory
 
 Prepares what it needs (installs stock londiste3 from Debian when missing, as root), starts

@@ -92,19 +92,33 @@ class CopyResult:
     ranges: int
     format: str  # 'binary', or 'text' when a column's binary form embeds type OIDs
     snapshot: Snapshot
+    mark: Any = None  # what `at_snapshot` returned
 
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-class CopyFailed(TableError):
-    """Some tables of `copy_tables` failed; the others were copied (`results`)."""
+class SourceNotReady(TableError):
+    """Raised by an `at_snapshot` check: the source cannot give a usable copy yet (nothing
+    was copied; try again later)."""
 
-    def __init__(self, message: str, results: list[CopyResult], errors: dict[str, str]):
+
+class CopyFailed(TableError):
+    """Some tables of `copy_tables` failed; the others were copied (`results`). `not_ready`:
+    those of `errors` whose source was not ready (SourceNotReady)."""
+
+    def __init__(
+        self,
+        message: str,
+        results: list[CopyResult],
+        errors: dict[str, str],
+        not_ready: set[str] | None = None,
+    ):
         super().__init__(message)
         self.results = results
         self.errors = errors
+        self.not_ready = not_ready or set()
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -366,6 +380,7 @@ def copy_table(
     min_range_bytes: int = MIN_RANGE_BYTES,
     progress_interval: float = PROGRESS_INTERVAL,
     into: Conn | None = None,
+    at_snapshot: Callable[[Conn, TableName], Any] | None = None,
 ) -> CopyResult:
     """Copies the provider's `table` into the subscriber's `dest` (default: the same name).
 
@@ -400,6 +415,7 @@ def copy_table(
         coord.commit()
         dst_partitioned = ddl.relkind(meta, target) == "p"
         plan = _snapshot_plan(coord, meta, source, target, 1 if into else jobs, min_range_bytes)
+        mark = None if at_snapshot is None else at_snapshot(coord, source)
 
         if into is not None:
             into.execute("select set_config('client_encoding', %s, true)", [encoding])
@@ -445,7 +461,7 @@ def copy_table(
             progress(Progress(str(source), rows, nbytes, plan.total, elapsed, done=True))
         result = CopyResult(source, target, tuple(plan.names), rows, nbytes, elapsed,
                             len(ranges), "binary" if plan.binary else "text",
-                            plan.snapshot)  # fmt: skip
+                            plan.snapshot, mark)  # fmt: skip
         log.info(
             "copied %s into %s: %d rows, %d bytes, %.2fs, %d range(s), snapshot %s",
             source, target, rows, nbytes, elapsed, len(ranges), plan.snapshot,
@@ -546,6 +562,7 @@ def copy_tables(
     pairs = [t if isinstance(t, tuple) else (t, None) for t in tables]
     results: dict[int, CopyResult] = {}
     errors: dict[str, str] = {}
+    not_ready: set[str] = set()
     lock = threading.Lock()
 
     def one(i: int, src: str | TableName, dst: str | TableName | None) -> None:
@@ -554,6 +571,8 @@ def copy_tables(
         except LondisteError as e:
             with lock:
                 errors[str(src)] = str(e)
+                if isinstance(e, SourceNotReady):
+                    not_ready.add(str(src))
             return
         with lock:
             results[i] = res
@@ -568,5 +587,6 @@ def copy_tables(
             f"{len(errors)} of {len(pairs)} table copies failed, first {first[0]}: {first[1]}",
             ordered,
             errors,
+            not_ready,
         )
     return ordered

@@ -14,7 +14,9 @@ provider. Replay waits for the copies; so every copy's snapshot is later than th
 node has applied, and the first batch after it continues from that tick. Events of
 transactions visible in a table's copy snapshot are already in its rows: the decoder skips them
 (`custom_snapshot`, reference §3.4), so the table joins the event stream with nothing missed
-and nothing applied twice. One failing table is marked 'failed' with its error; the others
+and nothing applied twice. With `copy_node` in its attributes (add-table/resync
+--copy-node) a table is copied from that node of the cascade instead, as of that node's last
+tick (docs/internals.md §6). One failing table is marked 'failed' with its error; the others
 go on. The copy's figures (rows, bytes, estimate, time) are written to the table's row while
 it runs, for `tables` and `status`.
 
@@ -31,12 +33,13 @@ cut-over.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,11 +47,11 @@ import psycopg
 
 from londiste_rs import ddl, initial_copy, sequences
 from londiste_rs.config import JobConfig
-from londiste_rs.db import connect, first_line
+from londiste_rs.db import connect, describe, first_line
 from londiste_rs.ddl import SEQUENCE_KINDS, TableName, name_of
 from londiste_rs.errors import LondisteError, TableError, UsageError
-from londiste_rs.initial_copy import CopyFailed, CopyResult, copy_tables
-from londiste_rs.node import NodeInfo, require_node
+from londiste_rs.initial_copy import CopyFailed, CopyResult, SourceNotReady, copy_tables
+from londiste_rs.node import NodeInfo, get_node_info, members, require_node
 from londiste_rs.progress import Progress, ProgressPrinter
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class TableState:
     copy_total_rows: int | None
     copy_seconds: float | None
     copy_error: str | None
+    copy_node: str | None = None  # the node the initial copy reads from (None: the provider)
 
     @property
     def state(self) -> str:
@@ -105,8 +109,12 @@ def table_states(conn: Conn, queue: str) -> list[TableState]:
         " where queue_name = %s and local order by table_name",
         [queue],
     ).fetchall()
-    return [TableState(r[0], r[1], r[2], _attrs(r[3]).get("skip_truncate") == "1", *r[4:])
-            for r in rows]  # fmt: skip
+    out = []
+    for name, dest, state, text, rows_, bytes_, total, seconds, error in rows:
+        attrs = _attrs(text)
+        out.append(TableState(name, dest, state, attrs.get("skip_truncate") == "1", rows_,
+                              bytes_, total, seconds, error, attrs.get("copy_node")))  # fmt: skip
+    return out
 
 
 def _attrs(text: str) -> dict[str, str]:
@@ -158,9 +166,11 @@ def add_tables(
     create_full: bool = False,
     dest_table: str | None = None,
     skip_truncate: bool = False,
+    copy_node: str | None = None,
 ) -> list[str]:
     """Registers tables on the config's node (see the module doc), all in one transaction;
-    returns the names added (tables already there are left as they are)."""
+    returns the names added (tables already there are left as they are). `copy_node`: the
+    initial copy reads from that node of the cascade instead of the provider."""
     if not names and not all_:
         raise UsageError("add-table needs table names or --all")
     if names and all_:
@@ -172,7 +182,7 @@ def add_tables(
         if info.node_type == "root":
             used = [o for o, on in (("--create", create), ("--create-full", create_full),
                     ("--dest-table", dest_table), ("--skip-truncate", skip_truncate),
-                    ("--expect-sync", expect_sync)) if on]  # fmt: skip
+                    ("--expect-sync", expect_sync), ("--copy-node", copy_node)) if on]  # fmt: skip
             if used:
                 raise UsageError(
                     f"{used[0]} is for a branch or leaf; on the root add-table only attaches "
@@ -194,6 +204,11 @@ def add_tables(
                     _register(conn, queue, t, "ok", None, "")
                     added.append(str(t))
             return added
+        if copy_node is not None and expect_sync:
+            raise UsageError(
+                "--copy-node chooses where the initial copy reads from, and --expect-sync "
+                "skips the copy; use one of them"
+            )
         with connect(_provider(info), autocommit=True, what="provider") as prov:
             carried = _local_tables(prov, queue)
             where = f"the tables provider {info.provider_node} replicates"
@@ -223,7 +238,11 @@ def add_tables(
             if dest_table is not None and (create or create_full):
                 raise UsageError("--create cannot rename a table; create the --dest-table by hand")
             state = "ok" if expect_sync else None
-            attrs = urlencode({"skip_truncate": "1"}) if skip_truncate else ""
+            attr_map = {"skip_truncate": "1"} if skip_truncate else {}
+            if copy_node is not None:
+                check_copy_node(cfg, conn, info, copy_node, [str(t) for t in wanted])
+                attr_map["copy_node"] = copy_node
+            attrs = urlencode(attr_map)
             with conn.transaction():
                 for t in wanted:
                     if dest_table is not None:
@@ -294,8 +313,9 @@ def remove_tables(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
         return [str(t) for t in wanted]
 
 
-def resync(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
-    """Makes the worker copy tables again (also failed ones)."""
+def resync(cfg: JobConfig, names: list[str], all_: bool, copy_node: str | None = None) -> list[str]:
+    """Makes the worker copy tables again (also failed ones); `copy_node` (stored) changes
+    the node the copy reads from (the provider's name: the provider again)."""
     if not names and not all_:
         raise UsageError("resync needs table names or --all")
     queue = cfg.queue_name
@@ -303,13 +323,28 @@ def resync(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
         info = _node(cfg, conn, "resync", SUBSCRIBERS)
         have = _local_tables(conn, queue)
         wanted = have if all_ else ddl.select(names, have, where=f"node {info.node_name}'s tables")
-        conn.execute(
-            "update londiste_rs.table_info set merge_state = null, custom_snapshot = null,"
-            " copy_rows = null, copy_bytes = null, copy_total_rows = null, copy_seconds = null,"
-            " copy_started = null, copy_error = null"
-            " where queue_name = %s and table_name = any(%s)",
-            [queue, [str(t) for t in wanted]],
-        )
+        if copy_node is not None:
+            check_copy_node(cfg, conn, info, copy_node, [str(t) for t in wanted])
+        with conn.transaction():
+            rows = conn.execute(
+                "select table_name, coalesce(table_attrs, '') from londiste_rs.table_info"
+                " where queue_name = %s and table_name = any(%s)",
+                [queue, [str(t) for t in wanted]],
+            ).fetchall()
+            for table, text in rows if copy_node is not None else []:
+                attrs = {**_attrs(text), "copy_node": copy_node}
+                conn.execute(
+                    "update londiste_rs.table_info set table_attrs = %s"
+                    " where queue_name = %s and table_name = %s",
+                    [urlencode(attrs), queue, table],
+                )
+            conn.execute(
+                "update londiste_rs.table_info set merge_state = null, custom_snapshot = null,"
+                " copy_tick = null, copy_rows = null, copy_bytes = null, copy_total_rows = null,"
+                " copy_seconds = null, copy_started = null, copy_error = null"
+                " where queue_name = %s and table_name = any(%s)",
+                [queue, [str(t) for t in wanted]],
+            )
         return [str(t) for t in wanted]
 
 
@@ -362,6 +397,211 @@ def wait_sync(
             time.sleep(0.2)
 
 
+# -- copies from another node (--copy-node) ------------------------------------------------
+
+# How long a copy from a node behind this one holds this node's replay, waiting for that node
+# to catch up, before the table is marked failed.
+COPY_NODE_WAIT = 60.0
+
+
+def copy_node_location(cfg: JobConfig, conn: Conn, info: NodeInfo, node: str) -> str | None:
+    """Where `node` is: this node's member list, else those of the nodes upstream (a member
+    created after this node is known to the root)."""
+    seen: set[str] = set()
+    here: Conn = conn
+    location = info.provider_location
+    with contextlib.ExitStack() as stack:
+        for _ in range(32):
+            for name, where, _dead in members(here, cfg.queue_name):
+                if name == node:
+                    return where
+            if not location or location in seen:
+                return None
+            seen.add(location)
+            here = stack.enter_context(connect(location, autocommit=True, what="upstream node"))
+            up = get_node_info(here, cfg.queue_name)
+            location = None if up is None else up.provider_location
+    return None
+
+
+@dataclass(frozen=True)
+class _SourceTable:
+    merge_state: str | None
+    snapshot_pending: bool  # its own copy's snapshot is still in use: not yet as of a tick
+    dest_table: str | None
+
+
+def _source_tables(conn: Conn, queue: str, tables: list[str]) -> dict[str, _SourceTable]:
+    rows = conn.execute(
+        "select table_name, merge_state, custom_snapshot is not null or copy_tick is not null,"
+        " dest_table from londiste_rs.table_info"
+        " where queue_name = %s and local and table_name = any(%s)",
+        [queue, tables],
+    ).fetchall()
+    return {str(r[0]): _SourceTable(r[1], bool(r[2]), r[3]) for r in rows}
+
+
+def check_copy_node(
+    cfg: JobConfig, conn: Conn, info: NodeInfo, node: str, tables: list[str]
+) -> None:
+    """Refuses (one line naming the fix) a --copy-node that cannot give these tables' copy:
+    this node, an unknown node, a root that is not the provider (its rows are not as of a
+    tick), a node that does not have every table 'ok'."""
+    if node == info.node_name:
+        raise UsageError(f"--copy-node={node} is this node; name another node of the cascade")
+    if node == info.provider_node:
+        return
+    location = copy_node_location(cfg, conn, info, node)
+    if location is None:
+        raise UsageError(
+            f"unknown node {node} in queue {cfg.queue_name}; "
+            f"'londiste-rs {cfg.path.name} members' lists the nodes"
+        )
+    with connect(location, autocommit=True, what=f"copy node {node}") as xconn:
+        xinfo = get_node_info(xconn, cfg.queue_name)
+        if xinfo is None:
+            raise UsageError(
+                f"copy node {node} ({describe(location)}) is not a node of queue "
+                f"{cfg.queue_name}; choose another --copy-node"
+            )
+        if xinfo.node_type == "root":
+            raise UsageError(
+                f"--copy-node={node} is the root, whose rows are not as of one tick; copy from "
+                f"the provider {info.provider_node} (leave out --copy-node) or from a branch "
+                "or leaf"
+            )
+        there = _source_tables(xconn, cfg.queue_name, tables)
+    for t in tables:
+        src = there.get(t)
+        if src is None or src.merge_state != "ok":
+            state = "not replicated" if src is None else (src.merge_state or "needs-copy")
+            raise TableError(
+                f"table {t} is {state} on node {node}; add it there and wait for its copy "
+                "(wait-sync), or choose another --copy-node"
+            )
+
+
+@dataclass
+class CopyWaits:
+    """The worker's memory of copies waiting for their copy node: since when each has been
+    holding replay (the node is behind this one), and which waits were logged."""
+
+    behind: dict[str, float] = field(default_factory=dict)
+    noted: set[str] = field(default_factory=set)
+
+    def note(self, table: str, message: str) -> None:
+        if table not in self.noted:
+            self.noted.add(table)
+            log.info("%s", message)
+
+    def done(self, table: str) -> None:
+        self.behind.pop(table, None)
+        self.noted.discard(table)
+
+
+def _at_tick(queue: str, node: str, since: int, names: dict[str, str]) -> Any:
+    """The check run in a copy node's snapshot transaction: every table 'ok' and as of a tick
+    (no copy snapshot of its own in use), the node at or past this node's tick `since`;
+    returns the node's last tick, what the copied rows are as of."""
+
+    def check(conn: Conn, source: TableName) -> int:
+        table = names[str(source)]
+        row = conn.execute(
+            "select last_tick_id from londiste_rs.local_state where queue_name = %s", [queue]
+        ).fetchone()
+        src = _source_tables(conn, queue, [table]).get(table)
+        if row is None or row[0] is None or src is None or src.merge_state != "ok":
+            raise SourceNotReady(f"{table} is not ok on node {node}")
+        if src.snapshot_pending:
+            raise SourceNotReady(f"{table} on node {node} is not as of one tick yet")
+        if int(row[0]) < since:
+            raise SourceNotReady(f"node {node} is at tick {row[0]}, behind tick {since}")
+        return int(row[0])
+
+    return check
+
+
+@dataclass
+class _Job:
+    """Tables copied from one source: the provider, or a copy node."""
+
+    dsn: str
+    label: str
+    tables: list[str]
+    sources: dict[str, str]  # global name -> the name on the source (its dest_table)
+    node: str | None = None  # the copy node
+
+
+def _copy_node_job(
+    cfg: JobConfig,
+    local: Conn,
+    info: NodeInfo,
+    node: str,
+    tables: list[str],
+    waits: CopyWaits,
+    failed: dict[str, str],
+) -> tuple[_Job | None, bool]:
+    """Those of `tables` the copy node `node` can give now, and whether replay must wait for
+    it (it is behind this node: once this node applies further, that copy would miss events)."""
+    queue = cfg.queue_name
+    since = info.last_tick_id or 0
+    location = copy_node_location(cfg, local, info, node)
+    if location is None:
+        for t in tables:
+            failed[t] = (
+                f"copy node {node} is not a known node of queue {queue}; "
+                f"resync {t} --copy-node=ANOTHER (or ={info.provider_node}, the provider)"
+            )
+        return None, False
+    try:
+        with connect(location, autocommit=True, what=f"copy node {node}") as xconn:
+            xinfo = get_node_info(xconn, queue)
+            there = _source_tables(xconn, queue, tables)
+    except LondisteError as e:
+        for t in tables:
+            waits.note(t, f"{t}: copy node {node} not reachable ({e}); its copy waits")
+        return None, False
+    if xinfo is None or xinfo.node_type == "root":
+        why = "not a node of the queue" if xinfo is None else "the root (not as of a tick)"
+        for t in tables:
+            failed[t] = (
+                f"copy node {node} is {why}; resync {t} --copy-node=ANOTHER "
+                f"(or ={info.provider_node}, the provider)"
+            )
+        return None, False
+    ready: list[str] = []
+    hold = False
+    for t in tables:
+        src = there.get(t)
+        if src is None or src.merge_state != "ok" or src.snapshot_pending:
+            state = "not replicated" if src is None else (src.merge_state or "needs-copy")
+            if src is not None and src.snapshot_pending:
+                state = "ok, but its own copy is not as of one tick yet"
+            waits.note(t, f"{t}: copy waits for node {node}, where it is {state}")
+            continue
+        if (xinfo.last_tick_id or 0) < since:
+            started = waits.behind.setdefault(t, time.monotonic())
+            if time.monotonic() - started > COPY_NODE_WAIT:
+                failed[t] = (
+                    f"copy node {node} stayed at tick {xinfo.last_tick_id}, behind this node's "
+                    f"tick {since}, for {COPY_NODE_WAIT:g}s; start its worker and resync {t}, "
+                    f"or resync {t} --copy-node=ANOTHER (or ={info.provider_node})"
+                )
+                continue
+            waits.note(
+                t,
+                f"{t}: copy node {node} is at tick {xinfo.last_tick_id}, behind this node's "
+                f"tick {since}; replay waits for it (up to {COPY_NODE_WAIT:g}s)",
+            )
+            hold = True
+            continue
+        waits.behind.pop(t, None)
+        ready.append(t)
+    sources = {t: there[t].dest_table or t for t in ready}
+    job = _Job(location, f"node {node}", ready, sources, node) if ready else None
+    return job, hold
+
+
 # -- the initial copy ----------------------------------------------------------------------
 
 
@@ -404,68 +644,138 @@ class _Recorder:
             self.conn.close()
 
 
-def copy_pending(cfg: JobConfig, local: Conn, prov: Conn, prov_dsn: str, tables: list[str]) -> bool:
-    """Copies those of `tables` the provider has 'ok' (see the module doc); returns whether
-    there were any. Each table ends 'ok' with its copy snapshot, or 'failed' with its error."""
+def copy_pending(
+    cfg: JobConfig,
+    local: Conn,
+    prov: Conn,
+    info: NodeInfo,
+    tables: list[str],
+    waits: CopyWaits | None = None,
+) -> tuple[bool, bool]:
+    """Copies those of `tables` whose source has them 'ok' (see the module doc): the
+    provider, or the table's copy node. Returns (whether any table was copied or failed,
+    whether replay must wait for a copy node that is behind). Each table copied ends 'ok'
+    with the snapshot of what it holds, or 'failed' with its error."""
     queue = cfg.queue_name
+    waits = waits if waits is not None else CopyWaits()
+    prov_dsn = _provider(info)
+    states = {s.table_name: s for s in table_states(local, queue)}
+    by_node: dict[str, list[str]] = {}
+    for t in tables:
+        node = states[t].copy_node
+        if node is not None and node != info.provider_node:
+            by_node.setdefault(node, []).append(t)
+    from_provider = [t for t in tables if not any(t in ts for ts in by_node.values())]
     ready_there = {
         str(r[0])
         for r in prov.execute(
             "select table_name from londiste_rs.table_info"
             " where queue_name = %s and local and merge_state = 'ok' and table_name = any(%s)",
-            [queue, tables],
+            [queue, from_provider],
         ).fetchall()
     }
-    ready = [t for t in tables if t in ready_there]
-    if not ready:
-        return False
-    states = {s.table_name: s for s in table_states(local, queue)}
+    jobs: list[_Job] = []
+    ready = [t for t in from_provider if t in ready_there]
+    if ready:
+        jobs.append(_Job(prov_dsn, f"provider {info.provider_node}", ready, {t: t for t in ready}))
+    failed: dict[str, str] = {}
+    hold = False
+    for node, ts in by_node.items():
+        job, held = _copy_node_job(cfg, local, info, node, ts, waits, failed)
+        hold = hold or held
+        if job is not None:
+            jobs.append(job)
+    ready = [t for j in jobs for t in j.tables]
+    if not ready and not failed:
+        return False, hold
     local.execute(
         "update londiste_rs.table_info set merge_state = 'in-copy', copy_started = now(),"
         " copy_rows = 0, copy_bytes = 0, copy_total_rows = null, copy_seconds = 0,"
-        " copy_error = null, custom_snapshot = null"
+        " copy_error = null, custom_snapshot = null, copy_tick = null"
         " where queue_name = %s and table_name = any(%s)",
         [queue, ready],
     )
-    failed: dict[str, str] = {}
     _defer(local, queue, ready, states, failed)
     recorder = _Recorder(cfg.db, queue)
-    results: list[CopyResult] = []
+    done: list[tuple[_Job, str, CopyResult]] = []
+    not_ready: list[str] = []
     try:
-        for skip in (False, True):
-            group = [t for t in ready if t not in failed and states[t].skip_truncate == skip]
-            if not group:
-                continue
-            log.info("initial copy of %s", ", ".join(group))
-            pairs = [(name_of(t), name_of(states[t].dest_table or t)) for t in group]
-            try:
-                results += copy_tables(
-                    prov_dsn, cfg.db, pairs, parallel_copies=cfg.parallel_copies,
-                    jobs=RANGE_JOBS, min_range_bytes=initial_copy.MIN_RANGE_BYTES,
-                    skip_truncate=skip, progress=recorder,
-                )  # fmt: skip
-            except CopyFailed as e:
-                results += e.results
-                failed.update(e.errors)
+        for job in jobs:
+            back = {str(name_of(job.sources[t])): t for t in job.tables}
+            hook = (
+                None
+                if job.node is None
+                else _at_tick(queue, job.node, info.last_tick_id or 0, back)
+            )
+            for skip in (False, True):
+                group = [t for t in job.tables if t not in failed
+                         and states[t].skip_truncate == skip]  # fmt: skip
+                if not group:
+                    continue
+                log.info("initial copy of %s from %s", ", ".join(group), job.label)
+                pairs = [(name_of(job.sources[t]), name_of(states[t].dest_table or t))
+                         for t in group]  # fmt: skip
+                try:
+                    results = copy_tables(
+                        job.dsn, cfg.db, pairs, parallel_copies=cfg.parallel_copies,
+                        jobs=RANGE_JOBS, min_range_bytes=initial_copy.MIN_RANGE_BYTES,
+                        skip_truncate=skip, progress=recorder, at_snapshot=hook,
+                    )  # fmt: skip
+                except CopyFailed as e:
+                    results = e.results
+                    for src, error in e.errors.items():
+                        if src in e.not_ready:
+                            not_ready.append(back[src])
+                            waits.note(back[src], f"{back[src]}: copy waits: {error}")
+                        else:
+                            failed[back[src]] = error
+                done += [(job, back[str(r.source)], r) for r in results]
     finally:
         recorder.close()
         _restore(local, queue, ready)
-    for r in results:
+    for job, table, r in done:
+        # a copy node's rows are as of its tick r.mark: skip what the provider's snapshot of
+        # that tick shows, or (no such tick there yet) keep the tick for the worker
+        snapshot: str | None = str(r.snapshot)
+        copy_tick: int | None = None
+        if job.node is not None:
+            snapshot = tick_snapshot(prov, queue, int(r.mark))
+            copy_tick = int(r.mark) if snapshot is None else None
         local.execute(
             "update londiste_rs.table_info set merge_state = 'ok', custom_snapshot = %s,"
-            " copy_rows = %s, copy_bytes = %s, copy_seconds = %s"
+            " copy_tick = %s, copy_rows = %s, copy_bytes = %s, copy_seconds = %s"
             " where queue_name = %s and table_name = %s",
-            [str(r.snapshot), r.rows, r.bytes, r.seconds, queue, str(r.source)],
+            [snapshot, copy_tick, r.rows, r.bytes, r.seconds, queue, table],
         )
-        log.info("%s: initial copy done (%d rows in %.1fs)", r.source, r.rows, r.seconds)
+        waits.done(table)
+        as_of = "" if job.node is None else f" from node {job.node}, as of tick {r.mark}"
+        log.info("%s: initial copy done (%d rows in %.1fs%s)", table, r.rows, r.seconds, as_of)
+    for table in not_ready:
+        local.execute(
+            "update londiste_rs.table_info set merge_state = null, copy_started = null"
+            " where queue_name = %s and table_name = %s",
+            [queue, table],
+        )
     for table, error in failed.items():
         local.execute(
             "update londiste_rs.table_info set merge_state = 'failed', copy_error = %s"
             " where queue_name = %s and table_name = %s",
             [error, queue, table],
         )
+        waits.done(table)
         log.error("%s: initial copy failed: %s", table, error)
-    return True
+    return len(not_ready) < len(ready) or bool(failed), hold
+
+
+def tick_snapshot(prov: Conn, queue: str, tick_id: int) -> str | None:
+    """The provider's snapshot of tick `tick_id` (None: no such tick there yet)."""
+    row = prov.execute(
+        "select t.tick_snapshot::text from londiste_rs.tick t"
+        " join londiste_rs.queue q on q.queue_id = t.tick_queue"
+        " where q.queue_name = %s and t.tick_id = %s",
+        [queue, tick_id],
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _defer(

@@ -46,10 +46,12 @@ from londiste_rs.layout import table_layout
 from londiste_rs.node import NodeInfo, require_node
 from londiste_rs.tables import (
     SEQ_SYNC_INTERVAL,
+    CopyWaits,
     copy_pending,
     pending_copies,
     release_copy_snapshots,
     sync_sequences,
+    tick_snapshot,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ EVENT_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extr
 # that a crash redoes little. Memory does not grow with it (the decoder drains by bytes).
 MAX_TICKS_PER_APPLY = 100
 MAX_EVENTS_PER_APPLY = 500_000
+# A skip snapshot in which every transaction is visible: all the table's events are skipped.
+SKIP_ALL: tuple[int, int, list[int]] = (1 << 62, 1 << 62, [])
 
 
 class LostPosition(LondisteError):
@@ -91,6 +95,9 @@ class Worker:
         self.plans_key: object = None
         self.stats_applied = 0
         self.next_seq_sync = 0.0
+        self.copy_waits = CopyWaits()
+        # tables copied from a copy node as of a tick the provider had not reached then
+        self.copy_ticks: dict[str, int] = {}
 
     # -- connections ---------------------------------------------------------------------
     def _local(self) -> psycopg.Connection[Any]:
@@ -183,9 +190,13 @@ class Worker:
         if info.node_type == "branch":
             self._branch_tick(local, prov)
         pending = pending_copies(local, self.queue)
-        if pending and copy_pending(self.cfg, local, prov, info.provider_location, pending):
-            self.plans_key = None
-            return True
+        if pending:
+            copied, hold = copy_pending(self.cfg, local, prov, info, pending, self.copy_waits)
+            if copied:
+                self.plans_key = None
+                return True
+            if hold:  # a copy node behind this node: it must catch up before we go on
+                return False
         if time.monotonic() >= self.next_seq_sync:
             sync_sequences(local, prov, self.queue)
             self.next_seq_sync = time.monotonic() + SEQ_SYNC_INTERVAL
@@ -202,8 +213,8 @@ class Worker:
     # -- replay --------------------------------------------------------------------------
     def _load_plans(self, local: psycopg.Connection[Any], prov: psycopg.Connection[Any]) -> None:
         rows = local.execute(
-            "select table_name, coalesce(dest_table, table_name), custom_snapshot::text"
-            " from londiste_rs.table_info"
+            "select table_name, coalesce(dest_table, table_name), custom_snapshot::text,"
+            " copy_tick from londiste_rs.table_info"
             " where queue_name = %s and local and merge_state = 'ok' order by table_name",
             [self.queue],
         ).fetchall()
@@ -211,9 +222,12 @@ class Worker:
         if key == self.plans_key:
             return
         plans = []
-        for name, dest, snap in rows:
+        self.copy_ticks = {}
+        for name, dest, snap, copy_tick in rows:
             p = plan_table(name, dest, table_layout(prov, name), table_layout(local, dest))
             p.skip_snapshot = _parse_snapshot(snap) if snap else None
+            if copy_tick is not None:
+                self.copy_ticks[name] = int(copy_tick)
             plans.append(p)
         self.plans = order_parents_first(local, plans)
         self.types = make_type_map(local, self.plans)
@@ -284,6 +298,7 @@ class Worker:
                     break
             if not batches:
                 return finished_done
+            resolved = self._resolve_copy_ticks(prov, batches[-1].cur_tick_id)
             query = sql.SQL("copy ({}) to stdout (format binary)").format(
                 sql.SQL(" union all ").join(
                     sql.SQL("(select " + EVENT_COLUMNS + " from ({}) e)").format(sql.SQL(q))
@@ -300,6 +315,12 @@ class Worker:
                 stats = apply_events(
                     local, self.plans, fetch, self.cfg.apply_chunk_bytes, self.types
                 )
+                for table, snap in resolved.items():
+                    local.execute(
+                        "update londiste_rs.table_info set custom_snapshot = %s,"
+                        " copy_tick = null where queue_name = %s and table_name = %s",
+                        [snap, self.queue, table],
+                    )
                 if info.node_type == "branch":
                     self._requeue(local, prov, batches[0], queries[0])
                 local.execute(
@@ -324,6 +345,29 @@ class Worker:
             " (exact order)" if stats.exact_order else "",
         )
         return True
+
+    def _resolve_copy_ticks(self, prov: psycopg.Connection[Any], upto: int) -> dict[str, str]:
+        """Skip snapshots for tables copied from a copy node as of tick T (`copy_ticks`) that
+        the provider had not reached then: once this apply reaches T, the provider's tick T
+        snapshot (returned, to be stored); before, every event of the table (all of them in
+        ticks <= T, so in the copy)."""
+        resolved: dict[str, str] = {}
+        for p in self.plans:
+            tick = self.copy_ticks.get(p.name)
+            if tick is None:
+                continue
+            if upto < tick:
+                p.skip_snapshot = SKIP_ALL
+                continue
+            snap = tick_snapshot(prov, self.queue, tick)
+            if snap is None:
+                raise LondisteError(
+                    f"tick {tick}, which the copy of {p.name} is as of, is gone from the "
+                    f"provider; run resync {p.name}"
+                )
+            p.skip_snapshot = _parse_snapshot(snap)
+            resolved[p.name] = snap
+        return resolved
 
     def _requeue(
         self, local: psycopg.Connection[Any], prov: psycopg.Connection[Any], b: Batch, query: str

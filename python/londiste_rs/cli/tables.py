@@ -16,6 +16,13 @@ TablesArg = typer.Argument(None, help="Tables: [schema.]name, quoted as in SQL, 
 SeqsArg = typer.Argument(None, help="Sequences: [schema.]name, quoted as in SQL, globs allowed.")
 AllOpt = typer.Option(False, "--all", help="Every one (the provider's, on a branch or leaf).")
 TimeoutOpt = typer.Option(None, "--timeout", help="Give up after this many seconds.")
+CopyNodeOpt = typer.Option(
+    None,
+    "--copy-node",
+    metavar="NODE",
+    help="Read the initial copy from this node of the cascade (a branch or leaf that has the "
+    "table ok) instead of the provider; stored per table.",
+)
 
 
 def _say(verb: str, names: list[str]) -> None:
@@ -58,6 +65,7 @@ def add_table(
     skip_truncate: bool = typer.Option(
         False, "--skip-truncate", help="The copy keeps the rows the local table has."
     ),
+    copy_node: str = CopyNodeOpt,
     wait: bool = typer.Option(False, "--wait-sync", help="Then wait until all tables are ok."),
     timeout: float = TimeoutOpt,
 ) -> None:
@@ -74,6 +82,7 @@ def add_table(
         create_full=create_full,
         dest_table=dest_table,
         skip_truncate=skip_truncate,
+        copy_node=copy_node,
     )
     _say("Table added", added)
     if wait:
@@ -113,6 +122,8 @@ def tables_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         line = f"{s.table_name} {s.state}"
         if s.dest_table:
             line += f" -> {s.dest_table}"
+        if s.copy_node:
+            line += f"  copy-node {s.copy_node}"
         p = s.progress()
         if p is not None and s.merge_state != "failed":
             line += "  copy " + describe(p).split(": ", 1)[1]
@@ -136,12 +147,16 @@ def missing_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
 @app.command("resync")
 def resync_cmd(
-    config: Path = ConfigArg, tables: list[str] = TablesArg, all_: bool = AllOpt
+    config: Path = ConfigArg,
+    tables: list[str] = TablesArg,
+    all_: bool = AllOpt,
+    copy_node: str = CopyNodeOpt,
 ) -> None:
-    """Copy tables again (also failed ones): the worker empties and reloads them."""
+    """Copy tables again (also failed ones): the worker empties and reloads them
+    (--copy-node=PROVIDER goes back to copying from the provider)."""
     from londiste_rs.tables import resync
 
-    _say("Table to copy again", resync(_cfg(config), list(tables or []), all_))
+    _say("Table to copy again", resync(_cfg(config), list(tables or []), all_, copy_node))
 
 
 @app.command("wait-sync")

@@ -99,7 +99,7 @@ def replicate(
         if kind == "truncate":
             dst.execute(sql.SQL("truncate {}").format(tgt))
         else:
-            # Stage the payload, delete the keys it names, insert the rows (an upsert).
+            # Stage the payload, delete the keys it names, insert the rows (any row step).
             names = key_names if kind == "delete" else out_names
             cols = sql.SQL(", ").join(map(sql.Identifier, names))
             match = sql.SQL(" and ").join(
@@ -114,7 +114,7 @@ def replicate(
                 with dst.cursor().copy("copy s from stdin (format binary)") as cp:
                     cp.write(payload)
                 dst.execute(sql.SQL("delete from {} t using s where {}").format(tgt, match))
-                if kind == "upsert":
+                if kind != "delete":
                     dst.execute(sql.SQL("insert into {} ({}) select * from s").format(tgt, cols))
         if encoding:
             dst.execute("reset client_encoding")

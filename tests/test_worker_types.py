@@ -69,7 +69,7 @@ def test_user_types_replicate_across_clusters_with_different_oids(
     real_step = apply._apply_step
 
     def spy(conn: Any, by_name: Any, step: Any, stats: Any) -> None:
-        if step[0] == "upsert":
+        if step[0] in ("upsert", "update", "insert"):
             payloads.append(bytes(step[2]))
         real_step(conn, by_name, step, stats)
 

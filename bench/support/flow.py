@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from londiste_rs.pgcluster import wait_for
@@ -48,10 +49,15 @@ def caught_up(link: Link, timeout: float) -> None:
     with link.src.connect() as conn:
         target = workload.last_hid(conn)
     link.settle()
+    # A fixed 10 ms poll: wait_for's growing interval (up to 0.5 s) would round drain times of
+    # a second or two up by as much as a third.
+    deadline = time.monotonic() + timeout
     with link.dst.connect() as conn:
-        wait_for(f"the subscriber to reach history row {target}",
-                 lambda: _alive(link) and workload.last_hid(conn) >= target,
-                 timeout=timeout, interval=0.01)  # fmt: skip
+        while not (_alive(link) and workload.last_hid(conn) >= target):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the subscriber "
+                                   f"to reach history row {target}")  # fmt: skip
+            time.sleep(0.01)
 
 
 def _alive(link: Link) -> bool:

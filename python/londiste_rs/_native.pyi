@@ -16,7 +16,8 @@ def sql_files() -> list[tuple[str, str]]:
     """The embedded `sql/` files as (relative path, text), sorted by path."""
 
 _Step = tuple[str, str, bytes, int, str | None]
-"""(kind: "delete" | "upsert" | "truncate", table, binary COPY payload, rows, client encoding)"""
+"""(kind: "delete" | "update" | "insert" | "upsert" | "truncate", table, binary COPY payload,
+rows, client encoding)"""
 
 @final
 class BatchDecoder:

@@ -2,16 +2,19 @@
 exact-order fallback.
 
 The worker hands us the batch's events as raw binary-COPY blocks; the Rust `BatchDecoder`
-turns them into Steps (delete / upsert / truncate, each a binary COPY payload for one table).
-Each Step is COPYed into a temp staging table with the target's own column types, then merged
-with one statement: `DELETE ... USING` or `INSERT ... ON CONFLICT (pk) DO UPDATE`. No Python
-runs per row.
+turns them into Steps (delete / update / insert / upsert / truncate, each a binary COPY payload
+for one table). An insert step (keys the stream shows absent here) is COPYed straight into the
+target table. The others are COPYed into a temp staging table with the target's own column
+types, then merged with one statement: `DELETE ... USING`, `UPDATE ... FROM` (keys the stream
+shows present here) or, in exact order, `INSERT ... ON CONFLICT (pk) DO UPDATE`. No Python runs
+per row.
 
 User triggers on the subscriber's tables fire as the merge statements run (we cannot set
 `session_replication_role`, which needs superuser): row triggers see the batch's net change
-per key (one INSERT or UPDATE of the final row, or one DELETE), not every intermediate event;
-an ON CONFLICT upsert fires BEFORE INSERT triggers for every row and UPDATE triggers for rows
-that existed. When a trigger raises, the batch is not applied and the worker retries it.
+per key (one INSERT or UPDATE of the final row, or one DELETE), not every intermediate event.
+In exact order an ON CONFLICT upsert fires BEFORE INSERT triggers for every row and UPDATE
+triggers for rows that existed. When a trigger raises, the batch is not applied and the worker
+retries it.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ class TablePlan:
     delete_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
     upsert_sql: sql.Composed | None = None
     delete_sql: sql.Composed | None = None
+    # None: the table's update steps use upsert_sql (see prepare_staging)
+    update_sql: sql.Composed | None = None
+    missing_sql: sql.Composed | None = None
+    insert_copy: sql.Composed | None = None
 
 
 @dataclass
@@ -145,6 +152,10 @@ def prepare_staging(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> No
                     ).format(stage, _idents(cols), p.target)
                 )
             p.upsert_sql = _upsert_sql(p)
+            p.update_sql, p.missing_sql = _update_sql(p)
+            p.insert_copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+                p.target, _idents(p.out_names)
+            )
             p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
                 t=p.target, s=p.delete_stage, cond=_key_match(p, p.delete_stage)
             )
@@ -195,6 +206,33 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
     return reinsert + sql.SQL("; ") + upsert
 
 
+def _update_sql(p: TablePlan) -> tuple[sql.Composed | None, sql.Composed | None]:
+    """`UPDATE ... FROM` the staging table, for rows known to exist, and the insert of any that
+    turn out to be missing (a subscriber that was not in sync). None when the upsert is needed
+    anyway: no non-key columns, or non-key GENERATED ALWAYS identity columns (`_upsert_sql`)."""
+    rest = [c for c in p.out_names if c not in p.key_names]
+    if not rest or p.fixed_names:
+        return None, None
+    update = sql.SQL("update {t} set {sets} from {s} where {keys}").format(
+        t=p.target,
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = {s}.{c}").format(c=sql.Identifier(c), s=p.upsert_stage) for c in rest
+        ),
+        s=p.upsert_stage,
+        keys=_key_match(p, p.upsert_stage),
+    )
+    missing = sql.SQL(
+        "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) do nothing"
+    ).format(
+        t=p.target,
+        cols=_idents(p.out_names),
+        override=sql.SQL("overriding system value" if p.identity_always else ""),
+        s=p.upsert_stage,
+        keys=_idents(p.key_names),
+    )
+    return update, missing
+
+
 def _key_match(p: TablePlan, stage: sql.Identifier) -> sql.Composed:
     return sql.SQL(" and ").join(
         sql.SQL("{t}.{c} = {s}.{c}").format(t=p.target, s=stage, c=sql.Identifier(c))
@@ -236,23 +274,74 @@ def _apply_step(
         conn.execute(sql.SQL("truncate {} cascade").format(p.target))
         stats.truncates += 1
         return
-    stage, merge = (
-        (p.delete_stage, p.delete_sql) if kind == "delete" else (p.upsert_stage, p.upsert_sql)
-    )
-    assert merge is not None
-    conn.execute(sql.SQL("truncate {}").format(stage))
     if encoding:
         # text in this payload is in the writer's client encoding; COPY converts from it
         conn.execute("select set_config('client_encoding', %s, true)", [encoding])
-    with conn.cursor().copy(sql.SQL("copy {} from stdin (format binary)").format(stage)) as cp:
-        cp.write(payload)
+    if kind == "insert":
+        # keys the stream shows absent here: straight into the table (a key that is there after
+        # all raises UniqueViolation, and the batch is re-applied in exact order)
+        assert p.insert_copy is not None
+        with conn.cursor().copy(p.insert_copy) as cp:
+            cp.write(payload)
+    else:
+        stage = p.delete_stage if kind == "delete" else p.upsert_stage
+        conn.execute(sql.SQL("truncate {}").format(stage))
+        with conn.cursor().copy(sql.SQL("copy {} from stdin (format binary)").format(stage)) as cp:
+            cp.write(payload)
     if encoding:
         conn.execute("select set_config('client_encoding', 'UTF8', true)")
-    conn.execute(merge)
     if kind == "delete":
+        assert p.delete_sql is not None
+        conn.execute(p.delete_sql)
         stats.deletes += rows
-    else:
-        stats.upserts += rows
+        return
+    if kind == "update" and p.update_sql is not None:
+        updated = conn.execute(p.update_sql).rowcount
+        if updated < rows:
+            # missing here (the subscriber was not in sync), or skipped by a trigger
+            assert p.missing_sql is not None
+            added = conn.execute(p.missing_sql).rowcount
+            if added > 0:
+                log.warning("%s: %d updated rows were missing here; inserted them", p.dest, added)
+    elif kind != "insert":
+        assert p.upsert_sql is not None
+        conn.execute(p.upsert_sql)
+    stats.upserts += rows
+
+
+def read_copy(conn: psycopg.Connection[Any], query: sql.Composed) -> Iterator[bytearray]:
+    """The data of `COPY (...) TO STDOUT (FORMAT binary)` in chunks of about FEED_BYTES.
+
+    psycopg hands out one row per `read()`, at a cost per call that shows at hundreds of
+    thousands of rows; rows already received are taken with libpq's non-blocking
+    `get_copy_data` instead, and `read()` is used only to wait for more and for the row after
+    one that may be the stream's trailer (ends with ff ff), so psycopg sees the end itself."""
+    with conn.cursor().copy(query) as cp:
+        pgconn = conn.pgconn
+        buf = bytearray()
+        fast = True
+        data: bytes | bytearray | memoryview
+        while True:
+            if fast:
+                n, data = pgconn.get_copy_data(1)
+                if n == 0:
+                    data = cp.read()
+                elif n < 0:  # the end without a trailer: the server sent an error
+                    while (res := pgconn.get_result()) is not None:
+                        if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                            raise pgerrors.error_from_result(res, encoding=conn.info.encoding)
+                    raise psycopg.OperationalError("COPY ended without its trailer")
+            else:
+                data = cp.read()
+            if not data:
+                break
+            buf += data
+            fast = bytes(data[-2:]) != b"\xff\xff"
+            if len(buf) >= FEED_BYTES:
+                yield buf
+                buf = bytearray()
+        if buf:
+            yield buf
 
 
 def _apply_stream(
@@ -267,17 +356,26 @@ def _apply_stream(
     by_name = {p.name: p for p in plans}
     dec = make_decoder(plans, chunk_bytes, exact_order, types)
     buf = bytearray()
-    for block in blocks:
-        # COPY hands out one row per block; the decoder wants big chunks (fixed cost per call,
-        # GIL released only for large ones)
-        buf += block
-        if len(buf) < FEED_BYTES:
-            continue
-        dec.feed(buf)
-        buf.clear()
-        if dec.pending_bytes() >= chunk_bytes:
-            for step in dec.drain():
-                _apply_step(conn, by_name, step, stats)
+    try:
+        for block in blocks:
+            # psycopg's COPY hands out one row per block (`read_copy` gathers them); the
+            # decoder wants big chunks (fixed cost per call, GIL released only for large ones)
+            if not buf and len(block) >= FEED_BYTES:
+                dec.feed(block)
+            else:
+                buf += block
+                if len(buf) < FEED_BYTES:
+                    continue
+                dec.feed(buf)
+                buf.clear()
+            if dec.pending_bytes() >= chunk_bytes:
+                for step in dec.drain():
+                    _apply_step(conn, by_name, step, stats)
+    finally:
+        # a failed apply ends the provider's COPY now, before the fallback reads it again
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
     dec.feed(buf)
     dec.finish()
     for step in dec.drain():

@@ -38,6 +38,7 @@ from londiste_rs.apply import (
     order_parents_first,
     plan_table,
     prepare_staging,
+    read_copy,
 )
 from londiste_rs.config import JobConfig
 from londiste_rs.db import connect, first_line, redact
@@ -307,8 +308,7 @@ class Worker:
             )
 
             def fetch() -> Iterator[bytes | bytearray | memoryview]:
-                with prov.cursor().copy(query) as cp:
-                    yield from cp
+                return read_copy(prov, query)
 
             last_batch = batches[-1]
             with local.transaction():

@@ -124,16 +124,20 @@ impl KeyedRows {
         self.write(out, StepKind::Delete, table, nkeys, wanted, fields)
     }
 
-    /// Writes an upsert of every key whose final state is a row.
-    pub fn write_upserts(
+    /// Writes every key whose final state is a row: first an update of those that existed
+    /// when the flush began, then an insert of those that did not (`born`). Updates first, so
+    /// that a unique value an existing row gives up is free when a new row takes it.
+    pub fn write_rows(
         &self,
         table: usize,
         nout: u16,
         out: &mut StepSplitter<'_>,
     ) -> Result<(), EncodeError> {
-        let wanted = |e: &Entry| e.row_off != NO_ROW;
         let fields = |e: &Entry| (e.row_off, e.row_len);
-        self.write(out, StepKind::Upsert, table, nout, wanted, fields)
+        let updated = |e: &Entry| e.row_off != NO_ROW && !e.born;
+        self.write(out, StepKind::Update, table, nout, updated, fields)?;
+        let inserted = |e: &Entry| e.row_off != NO_ROW && e.born;
+        self.write(out, StepKind::Insert, table, nout, inserted, fields)
     }
 
     /// Entries passing `wanted`, in the order their keys were first seen, one pass per encoding

@@ -350,7 +350,7 @@ impl Events {
                 t.rows.write_deletes(i, t.nkeys, &mut out)?;
             }
             for (i, t) in self.tables.iter().enumerate() {
-                t.rows.write_upserts(i, t.nout, &mut out)?;
+                t.rows.write_rows(i, t.nout, &mut out)?;
             }
             out.close()?;
             for t in &mut self.tables {
@@ -744,6 +744,24 @@ mod tests {
                 StepKind::Delete => ids(&s.payload).iter().for_each(|k| {
                     t.remove(k);
                 }),
+                StepKind::Insert => {
+                    for r in copy_rows(&s.payload) {
+                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
+                        assert!(
+                            t.insert(id, r[1].clone().unwrap()).is_none(),
+                            "insert of {id}"
+                        );
+                    }
+                }
+                StepKind::Update => {
+                    for r in copy_rows(&s.payload) {
+                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
+                        assert!(
+                            t.insert(id, r[1].clone().unwrap()).is_some(),
+                            "update of {id}"
+                        );
+                    }
+                }
                 StepKind::Upsert => {
                     for r in copy_rows(&s.payload) {
                         let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
@@ -767,32 +785,36 @@ mod tests {
         let steps = run(&mut decoder(false, &["t"]), &evs);
         assert_eq!(
             summary(&steps),
-            vec![("delete", 0, vec![3]), ("upsert", 0, vec![1, 4])]
+            vec![
+                ("delete", 0, vec![3]),
+                ("update", 0, vec![4]),
+                ("insert", 0, vec![1])
+            ]
         );
-        let rows = copy_rows(&steps[1].payload);
+        let rows = copy_rows(&steps[2].payload);
         assert_eq!(rows[0][1].as_deref(), Some(&b"b"[..]));
     }
 
     #[test]
-    fn key_change_is_delete_plus_upsert() {
+    fn key_change_is_delete_plus_insert() {
         let steps = run(&mut decoder(false, &["t"]), &[rekey("t", 1, 2, "v")]);
         assert_eq!(
             summary(&steps),
-            vec![("delete", 0, vec![1]), ("upsert", 0, vec![2])]
+            vec![("delete", 0, vec![1]), ("insert", 0, vec![2])]
         );
         // Changing the key there and back again leaves an update of the original key.
         let evs = [rekey("t", 1, 2, "v"), rekey("t", 2, 1, "w")];
         let steps = run(&mut decoder(false, &["t"]), &evs);
-        assert_eq!(summary(&steps), vec![("upsert", 0, vec![1])]);
+        assert_eq!(summary(&steps), vec![("update", 0, vec![1])]);
     }
 
     #[test]
-    fn delete_then_reinsert_is_one_upsert() {
+    fn delete_then_reinsert_is_one_update() {
         let steps = run(
             &mut decoder(false, &["t"]),
             &[del("t", 1), ins("t", 1, "new")],
         );
-        assert_eq!(summary(&steps), vec![("upsert", 0, vec![1])]);
+        assert_eq!(summary(&steps), vec![("update", 0, vec![1])]);
     }
 
     #[test]
@@ -807,16 +829,16 @@ mod tests {
         assert_eq!(
             summary(&steps),
             vec![
-                ("upsert", 0, vec![1]),
-                ("upsert", 1, vec![9]),
+                ("insert", 0, vec![1]),
+                ("insert", 1, vec![9]),
                 ("truncate", 0, vec![]),
-                ("upsert", 0, vec![2]),
+                ("insert", 0, vec![2]),
             ]
         );
     }
 
     #[test]
-    fn deletes_children_first_upserts_parents_first() {
+    fn deletes_children_first_rows_parents_first() {
         let evs = [
             del("parent", 1),
             del("child", 10),
@@ -829,8 +851,8 @@ mod tests {
             vec![
                 ("delete", 1, vec![10]),
                 ("delete", 0, vec![1]),
-                ("upsert", 0, vec![2]),
-                ("upsert", 1, vec![11]),
+                ("insert", 0, vec![2]),
+                ("insert", 1, vec![11]),
             ]
         );
     }
@@ -881,7 +903,7 @@ mod tests {
             },
         ];
         let steps = run(&mut d, &evs);
-        assert_eq!(summary(&steps), vec![("upsert", 0, vec![2, 4])]);
+        assert_eq!(summary(&steps), vec![("insert", 0, vec![2, 4])]);
         let st = d.stats();
         assert_eq!((st.skipped_snapshot, st.skipped_table), (2, 1));
         assert_eq!(st.other_events, 1);
@@ -908,7 +930,7 @@ mod tests {
         let steps = run(&mut d, &evs);
         assert_eq!(
             summary(&steps),
-            vec![("upsert", 0, vec![1, 3]), ("upsert", 0, vec![2])]
+            vec![("insert", 0, vec![1, 3]), ("insert", 0, vec![2])]
         );
         assert_eq!(d.encoding_name(steps[0].encoding), None);
         assert_eq!(d.encoding_name(steps[1].encoding), Some(&b"LATIN1"[..]));

@@ -7,8 +7,15 @@ use crate::copy_binary::{CopyWriter, EncodeError};
 pub enum StepKind {
     /// Payload: binary COPY of the key columns of the rows to delete.
     Delete,
-    /// Payload: binary COPY of the table's `out_cols` of the rows to insert or update.
+    /// Payload: binary COPY of the table's `out_cols` of rows that may or may not exist yet
+    /// (exact mode).
     Upsert,
+    /// Coalesced mode: rows whose key the stream shows existing on the subscriber when the
+    /// step runs (first seen as an update, or as a delete then re-inserted).
+    Update,
+    /// Coalesced mode: rows whose key the stream shows absent when the step runs (first seen
+    /// as an insert, or as the new key of a key change).
+    Insert,
     /// Empty payload.
     Truncate,
 }
@@ -18,6 +25,8 @@ impl StepKind {
         match self {
             StepKind::Delete => "delete",
             StepKind::Upsert => "upsert",
+            StepKind::Update => "update",
+            StepKind::Insert => "insert",
             StepKind::Truncate => "truncate",
         }
     }

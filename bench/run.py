@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="runs per tool and scenario (default 3; 1 quick)")
     parser.add_argument("--only", action="append", choices=list(SCENARIOS),
                         help="run only this scenario (repeatable)")  # fmt: skip
+    parser.add_argument("--tool", action="append", choices=[t.key for t in all_tools()],
+                        help="only this tool (repeatable; the references always run)")  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="keep the tools' logs")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="londiste-rs-bench-work-"))
     results = Results(meta={"mode": "quick" if args.quick else "full", "runs": sizes.runs,
                             "sizes": dataclasses.asdict(sizes)})  # fmt: skip
-    tools = all_tools()
+    tools = [t for t in all_tools() if not args.tool or t.key in args.tool]
     started = time.monotonic()
     say(f"bench ({results.meta['mode']}): results in {out}, tools' logs in {workdir}")
     with BenchEnv(workdir) as env:

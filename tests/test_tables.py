@@ -8,12 +8,13 @@ import json
 import logging
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from londiste_rs import initial_copy
+from londiste_rs import daemon, initial_copy
 from londiste_rs.config import load_job_config
 from londiste_rs.worker import Worker
 from test_node import job_ini, ok, one_line_error, run_cli
@@ -307,5 +308,77 @@ def test_dest_table_skip_truncate_and_expect_sync(tmp_path, provider_db, subscri
         assert content(subscriber_db, "renamed") == [(1, "a"), (2, "b"), (3, "c"), (9, "old")]
         assert content(subscriber_db, "bad") == [(5, "f")]
         assert table_states(leaf)["public.good"]["copy_rows"] == 2
+    finally:
+        worker.close()
+
+
+def test_key_dropped_for_the_copy_and_broken_by_the_rows_fails_the_table(
+    tmp_path, provider_db, subscriber_db
+):
+    """The worker builds a table's keys after the data; a key the copied rows break fails the
+    table (never 'ok' without its key), stays recorded, and comes back with a resync."""
+    provider_db.sql(
+        "create table k (id int, v text, primary key (id, v));"
+        "insert into k select g % 500, 'v' || g from generate_series(1, 1000) g"
+    )
+    subscriber_db.sql(
+        "create table k (id int primary key, v text); create index k_v on k (v);"
+        "create table r (kid int references k)"
+    )
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "k")
+    ok(leaf, "add-table", "k")
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        state = table_states(leaf)["public.k"]
+        assert state["state"] == "failed"
+        assert "k_pkey" in state["copy_error"] and "resync public.k" in state["copy_error"]
+        # the plain index came back; the key and the foreign key on it wait in dropped_ddl
+        assert subscriber_db.sql("select count(*) from pg_indexes where indexname = 'k_v'")[0][0]
+        kept = subscriber_db.sql("select dropped_ddl from londiste_rs.table_info")[0][0]
+        assert sorted(i["kind"] for i in kept) == ["fkey", "key"]
+
+        # the provider's rows made to fit the subscriber's key (1000 rows on 500 ids)
+        provider_db.sql("delete from k where (id, v) in (select id, max(v) from k group by id)")
+        ok(leaf, "resync", "k")
+        drain(worker)
+        assert table_states(leaf)["public.k"]["state"] == "ok"
+        assert content(subscriber_db, "k") == content(provider_db, "k")
+        assert (
+            subscriber_db.sql(
+                "select count(*) from pg_constraint where conname in ('k_pkey', 'r_kid_fkey')"
+            )[0][0]
+            == 2
+        )
+        assert subscriber_db.sql("select dropped_ddl from londiste_rs.table_info")[0][0] is None
+    finally:
+        worker.close()
+
+
+def test_add_table_and_resync_wake_the_idle_worker(tmp_path, provider_db, subscriber_db):
+    """The worker's idle sleep ends when add-table or resync commits (NOTIFY), not after
+    loop_delay."""
+    provider_db.sql("create table w (id int primary key); insert into w values (1), (2)")
+    subscriber_db.sql("create table w (id int primary key)")
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "w")
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        local = worker._local()
+        for verb in ("add-table", "resync"):
+            ok(leaf, verb, "w")
+            started = time.monotonic()
+            assert daemon.sleep(30, also=local.fileno())
+            assert time.monotonic() - started < 5
+            assert worker.step()  # the copy
+            assert table_states(leaf)["public.w"]["state"] == "ok"
+            drain(worker)
+        # consumed: an idle sleep lasts its time again
+        started = time.monotonic()
+        daemon.sleep(0.3, also=local.fileno())
+        assert time.monotonic() - started >= 0.25
+        assert content(subscriber_db, "w") == [(1,), (2,)]
     finally:
         worker.close()

@@ -11,9 +11,10 @@ from support.env import Db
 class Link:
     """One provider database replicated into one subscriber database.
 
-    Scenario order: capture() on the provider, prepare() the subscriber, subscribe() (the
-    timed start of the initial copy), wait_synced(); then pause()/resume() the apply side,
-    settle() to make everything written so far consumable, close() at the end."""
+    Scenario order: capture() on the provider, prepare() the subscriber, wait_ready(),
+    subscribe() (the timed start of the initial copy), wait_synced(); then pause()/resume()
+    the apply side, settle() to make everything written so far consumable, close() at the
+    end."""
 
     def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
         self.src, self.dst, self.tables, self.logdir = src, dst, list(tables), logdir
@@ -31,6 +32,10 @@ class Link:
 
     def synced(self) -> bool:
         raise NotImplementedError
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until the apply side is up and idle (a daemon started by prepare() has done
+        a round), so a timed start measures the tool's work, not its process start-up."""
 
     def pause(self) -> None:
         raise NotImplementedError

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from londiste_rs.pgcluster import wait_for
 from peers.base import Link
 from support import procs
 from support.env import Db
@@ -27,6 +28,8 @@ class CascadeLink(Link):
     settle_sql: Sequence[str] = ()
     # SQL on the root that sets one queue parameter (params: queue, name, value).
     queue_config_sql = ""
+    # SQL on the leaf: the last tick its worker applied (params: queue).
+    position_sql = ""
 
     def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
         super().__init__(src, dst, tables, logdir)
@@ -78,6 +81,17 @@ class CascadeLink(Link):
     def subscribe(self, expect_sync: bool = False) -> None:
         flags = ["--expect-sync"] if expect_sync else []
         self._run(str(self.leaf_ini), "add-table", *self.tables, *flags)
+
+    def wait_ready(self, timeout: float) -> None:
+        # The worker is up once it has applied a batch after its start (the queue ticks at
+        # least every second, ticker_idle_period).
+        start = self.dst.one(self.position_sql, [QUEUE]) or 0
+
+        def moved() -> bool:
+            self._check_alive()
+            return (self.dst.one(self.position_sql, [QUEUE]) or 0) > start
+
+        wait_for("the leaf worker to apply a batch", moved, timeout=timeout)
 
     def synced(self) -> bool:
         self._check_alive()

@@ -17,6 +17,7 @@ class Londiste3Link(CascadeLink):
         "select count(*) filter (where merge_state = 'ok') = %s from londiste.table_info"
         " where queue_name = %s and local"
     )
+    position_sql = "select last_tick_id from pgq_node.local_state where queue_name = %s"
     settle_sql = ("select pgq.force_tick(%s)", "select pgq.ticker(%s)")
     queue_config_sql = "select pgq.set_queue_config(%s, %s, %s)"
 

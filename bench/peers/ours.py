@@ -28,6 +28,7 @@ class OursLink(CascadeLink):
         "select count(*) filter (where merge_state = 'ok') = %s from londiste_rs.table_info"
         " where queue_name = %s and local"
     )
+    position_sql = "select last_tick_id from londiste_rs.local_state where queue_name = %s"
     settle_sql = ("select londiste_rs.force_tick(%s)", "select londiste_rs.ticker(%s)")
     queue_config_sql = "select londiste_rs.set_queue_config(%s, %s, %s)"
 

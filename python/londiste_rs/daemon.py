@@ -100,18 +100,18 @@ def request_stop() -> None:
     _on_signal(signal.SIGINT, None)
 
 
-def sleep(seconds: float) -> bool:
-    """Sleeps up to `seconds`, waking early on any signal; returns False when a stop is pending."""
+def sleep(seconds: float, also: int | None = None) -> bool:
+    """Sleeps up to `seconds`, waking early on any signal (or when the file descriptor `also`,
+    e.g. a LISTENing connection's socket, becomes readable); returns False when a stop is
+    pending."""
     if _stop:
         return False
     if seconds > 0:
-        if _wake_r < 0:
-            select.select([], [], [], seconds)
-        else:
-            ready, _, _ = select.select([_wake_r], [], [], seconds)
-            if ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(_wake_r, 4096)
+        fds = [fd for fd in (_wake_r, -1 if also is None else also) if fd >= 0]
+        ready, _, _ = select.select(fds, [], [], seconds)
+        if _wake_r >= 0 and _wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(_wake_r, 4096)
     return not _stop
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import IsolationLevel, sql
+from psycopg import IsolationLevel, pq, sql
 
 from londiste_rs import ddl
 from londiste_rs.db import connect, first_line
@@ -217,6 +218,62 @@ def _ranges(nblocks: int, block_size: int, jobs: int, min_range_bytes: int) -> l
 # -- one table -----------------------------------------------------------------------------
 
 
+def _relay(src: Conn, query: bytes, write: Callable[[bytearray], None]) -> None:
+    """Runs `query` (a COPY ... TO STDOUT) in `src`'s open transaction and hands its bytes to
+    `write` WRITE_BYTES at a time. The server sends one message per row and libpq returns
+    them one by one, so this loop is the one place with Python per row: it calls the libpq
+    wrapper directly (a third of the CPU of iterating psycopg's Copy: 0.25 s instead of 0.66 s
+    per 1M pgbench rows, which on 2 cores is time taken from the servers) and waits in poll(),
+    without the GIL, only when no whole row is buffered."""
+    pg = src.pgconn
+    if pg.transaction_status != pq.TransactionStatus.INTRANS:
+        raise psycopg.ProgrammingError("the copy's reader must be in its snapshot transaction")
+    encoding = src.info.encoding
+    poller = select.poll()
+    poller.register(pg.socket, select.POLLIN)
+
+    def result() -> pq.abc.PGresult | None:
+        while pg.is_busy():  # get_result() would block holding the GIL
+            poller.poll()
+            pg.consume_input()
+        res = pg.get_result()
+        if res is not None and res.status == pq.ExecStatus.FATAL_ERROR:
+            state = (res.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+            message = (res.error_message or b"").decode(encoding, "replace").strip()
+            try:
+                error: type[psycopg.Error] = psycopg.errors.lookup(state)
+            except KeyError:
+                error = psycopg.DatabaseError
+            raise error(message)
+        return res
+
+    pg.send_query(query)
+    res = result()
+    if res is None or res.status != pq.ExecStatus.COPY_OUT:
+        raise psycopg.ProgrammingError("the copy's reader did not start a COPY TO STDOUT")
+    get = pg.get_copy_data
+    buf = bytearray()
+    while True:
+        n, data = get(1)
+        if n > 0:
+            buf += data
+            if len(buf) >= WRITE_BYTES:
+                write(buf)
+                buf = bytearray()
+        elif n == 0:  # no whole row buffered: wait for the socket
+            poller.poll()
+            pg.consume_input()
+        else:  # -1: the COPY ended; -2: an error, reported by its result
+            break
+    if buf:
+        write(buf)
+    res = result()
+    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.InternalError("the copy's reader ended without its COPY's result")
+    while result() is not None:  # the end of the query's results
+        pass
+
+
 class _Range:
     """One reader/writer pair; its byte count and row count are read by the monitor."""
 
@@ -235,18 +292,13 @@ class _Range:
         if before is not None:
             before(self.dst)
         with self.dst.cursor() as cur:
-            with self.src.cursor().copy(self.copy_out) as cin, cur.copy(self.copy_in) as cout:
-                # The server sends one message per row; handing psycopg WRITE_BYTES at a time
-                # instead halves the Python CPU per row (measured: 1.35 s -> 0.73 s per 1M).
-                buf = bytearray()
-                for message in cin:
-                    buf += message
-                    if len(buf) >= WRITE_BYTES:
-                        cout.write(buf)
-                        self.bytes += len(buf)
-                        buf = bytearray()
-                cout.write(buf)
-                self.bytes += len(buf)
+            with cur.copy(self.copy_in) as cout:
+
+                def write(block: bytearray) -> None:
+                    cout.write(block)
+                    self.bytes += len(block)
+
+                _relay(self.src, self.copy_out.as_bytes(self.src), write)
             rows = cur.rowcount
         if self.commit:
             self.dst.commit()

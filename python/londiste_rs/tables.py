@@ -20,10 +20,13 @@ tick (docs/internals.md §6). One failing table is marked 'failed' with its erro
 go on. The copy's figures (rows, bytes, estimate, time) are written to the table's row while
 it runs, for `tables` and `status`.
 
-Foreign keys to and from the copied tables, and their plain indexes, are dropped before the
-copies (TRUNCATE refuses a table another table references, and indexes build faster after the
-data) and restored afterwards; what was dropped is recorded in `dropped_ddl`, so a crash in
-between is repaired by the next copy.
+Foreign keys to and from the copied tables, their plain indexes and (into a table the copy
+empties) their keys are dropped before the copies (TRUNCATE refuses a table another table
+references, and indexes build faster after the data) and restored afterwards; what was dropped
+is recorded in `dropped_ddl`, so a crash in between is repaired by the next copy. What cannot
+be restored (the copied rows break a key) stays recorded and fails its table. A table is 'ok'
+as soon as its indexes are back; its ANALYZE follows. add-table and resync NOTIFY the worker,
+which LISTENs while idle, so a copy starts at once rather than after loop_delay.
 
 Sequences: a subscriber's worker reads its registered sequences from its provider every few
 seconds and moves the local ones forward only (`sequences.sync`); a branch's own subscribers
@@ -44,6 +47,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import psycopg
+from psycopg import sql
 
 from londiste_rs import ddl, initial_copy, sequences
 from londiste_rs.config import JobConfig
@@ -64,6 +68,9 @@ RANGE_JOBS = 4
 # How often a subscriber's worker moves its sequences up to its provider's.
 SEQ_SYNC_INTERVAL = 2.0
 SUBSCRIBERS = ("branch", "leaf")
+# add-table and resync NOTIFY this channel (payload: the queue) when a table needs its copy;
+# the worker LISTENs on it, so its idle loop_delay does not delay the copy.
+TABLES_CHANNEL = "londiste_rs.tables"
 
 
 # -- the registry --------------------------------------------------------------------------
@@ -260,6 +267,8 @@ def add_tables(
                             "the provider's columns, or add it with --create / --create-full"
                         )
                     _register(conn, queue, t, state, dest, attrs)
+                if wanted and state is None:
+                    _notify(conn, queue)
             return [str(t) for t in wanted]
 
 
@@ -272,6 +281,11 @@ def _register(
         " values (%s, %s, %s, %s, nullif(%s, ''))",
         [queue, str(table), state, None if dest is None else str(dest), attrs],
     )
+
+
+def _notify(conn: Conn, queue: str) -> None:
+    """Wakes the node's worker (at commit) for tables that need their copy."""
+    conn.execute("select pg_notify(%s, %s)", [TABLES_CHANNEL, queue])
 
 
 def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> None:
@@ -345,6 +359,7 @@ def resync(cfg: JobConfig, names: list[str], all_: bool, copy_node: str | None =
                 " where queue_name = %s and table_name = any(%s)",
                 [queue, [str(t) for t in wanted]],
             )
+            _notify(conn, queue)
         return [str(t) for t in wanted]
 
 
@@ -720,6 +735,7 @@ def copy_pending(
                         job.dsn, cfg.db, pairs, parallel_copies=cfg.parallel_copies,
                         jobs=RANGE_JOBS, min_range_bytes=initial_copy.MIN_RANGE_BYTES,
                         skip_truncate=skip, progress=recorder, at_snapshot=hook,
+                        analyze=False,
                     )  # fmt: skip
                 except CopyFailed as e:
                     results = e.results
@@ -732,7 +748,9 @@ def copy_pending(
                 done += [(job, back[str(r.source)], r) for r in results]
     finally:
         recorder.close()
-        _restore(local, queue, ready)
+        unrestored = _restore(local, queue, ready)
+    failed.update(unrestored)
+    done = [d for d in done if d[1] not in unrestored]
     for job, table, r in done:
         # a copy node's rows are as of its tick r.mark: skip what the provider's snapshot of
         # that tick shows, or (no such tick there yet) keep the tick for the worker
@@ -750,6 +768,11 @@ def copy_pending(
         waits.done(table)
         as_of = "" if job.node is None else f" from node {job.node}, as of tick {r.mark}"
         log.info("%s: initial copy done (%d rows in %.1fs%s)", table, r.rows, r.seconds, as_of)
+    for _job, _table, r in done:  # after 'ok' is committed: replay need not wait for it
+        try:
+            local.execute(sql.SQL("ANALYZE {}").format(r.dest.ident))
+        except psycopg.Error as e:
+            log.warning("%s: ANALYZE after the copy failed: %s", r.dest, first_line(e))
     for table in not_ready:
         local.execute(
             "update londiste_rs.table_info set merge_state = null, copy_started = null"
@@ -785,7 +808,11 @@ def _defer(
     at a time (a foreign key between two of them is dropped once), recording them."""
     for t in ready:
         try:
-            items = ddl.defer_secondary(local, name_of(states[t].dest_table or t))
+            # also the keys, into a table the copy empties: built once after the data
+            # instead of maintained row by row (a key the rows break fails the table then)
+            items = ddl.defer_secondary(
+                local, name_of(states[t].dest_table or t), keys=not states[t].skip_truncate
+            )
         except LondisteError as e:
             failed[t] = str(e)
             continue
@@ -798,25 +825,38 @@ def _defer(
             )
 
 
-def _restore(local: Conn, queue: str, ready: list[str]) -> None:
-    """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables."""
+# keys first: indexes and foreign keys may need them (ddl.restore_secondary's order)
+_RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
+
+
+def _restore(local: Conn, queue: str, ready: list[str]) -> dict[str, str]:
+    """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables.
+    Returns the tables something could not be restored for, with the error: they are not in
+    sync (e.g. the copied rows break the table's key); what failed stays in `dropped_ddl`, so
+    their resync tries it again."""
     rows = local.execute(
         "select table_name, dropped_ddl from londiste_rs.table_info"
         " where queue_name = %s and table_name = any(%s) and dropped_ddl is not null",
         [queue, ready],
     ).fetchall()
-    items = [ddl.Deferred(**i) for _, lst in rows for i in lst]
-    if not items:
-        return
-    try:
-        ddl.restore_secondary(local, items)
-    except LondisteError as e:
-        log.error("after the initial copy: %s", e)
-    local.execute(
-        "update londiste_rs.table_info set dropped_ddl = null"
-        " where queue_name = %s and table_name = any(%s)",
-        [queue, [r[0] for r in rows]],
-    )
+    items = [(str(t), ddl.Deferred(**i)) for t, lst in rows for i in lst]
+    kept: dict[str, list[dict[str, str]]] = {str(t): [] for t, _ in rows}
+    errors: dict[str, str] = {}
+    for table, item in sorted(items, key=lambda ti: _RESTORE_ORDER[ti[1].kind]):
+        try:
+            ddl.restore_secondary(local, [item])
+        except LondisteError as e:
+            kept[table].append(vars(item))
+            errors.setdefault(
+                table, f"after the copy: {e}; fix the rows or the definition, then resync {table}"
+            )
+    for table, left in kept.items():
+        local.execute(
+            "update londiste_rs.table_info set dropped_ddl = %s::jsonb"
+            " where queue_name = %s and table_name = %s",
+            [json.dumps(left) if left else None, queue, table],
+        )
+    return errors
 
 
 def release_copy_snapshots(local: Conn, prov: Conn, queue: str, tick_id: int) -> None:

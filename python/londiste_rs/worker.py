@@ -47,6 +47,7 @@ from londiste_rs.layout import table_layout
 from londiste_rs.node import NodeInfo, require_node
 from londiste_rs.tables import (
     SEQ_SYNC_INTERVAL,
+    TABLES_CHANNEL,
     CopyWaits,
     copy_pending,
     pending_copies,
@@ -104,6 +105,9 @@ class Worker:
     def _local(self) -> psycopg.Connection[Any]:
         if self.local is None or self.local.closed:
             self.local = connect(self.cfg.db, autocommit=True, what="node database")
+            # add-table and resync notify: the idle loop wakes up for a new copy at once
+            self.local.add_notify_handler(lambda n: None)  # (no backlog of them kept)
+            self.local.execute(sql.SQL("LISTEN {}").format(sql.Identifier(TABLES_CHANNEL)))
             self.connected_at = time.monotonic()
             self.plans_key = None  # staging tables live in the session
         return self.local
@@ -160,7 +164,9 @@ class Worker:
             if self.cfg.loop_delay <= 0 and not busy:
                 return
             if not busy:
-                daemon.sleep(self.cfg.loop_delay)
+                local = self.local
+                awake = None if local is None or local.closed else local.fileno()
+                daemon.sleep(self.cfg.loop_delay, also=awake)
         self.close()
 
     def _record_error(self, message: str) -> None:

@@ -333,7 +333,10 @@ class Worker:
                     "select londiste_rs.set_consumer_completed(%s, %s, %s)",
                     [self.queue, last_batch.cur_tick_id, last_batch.cur_tick_time],
                 )
-            # the local commit happened; now the provider's finish commits (leaving the block)
+            # the local commit happened; now the provider's finish commits (leaving the block).
+            # The local commit must be durable before that: with synchronous_commit=off a
+            # subscriber crash could lose it after the provider moved on ("lost position"),
+            # so the apply session keeps the server's default.
             if info.node_type == "branch":
                 self._branch_tick(local, prov)
         release_copy_snapshots(local, prov, self.queue, last_batch.cur_tick_id)

@@ -179,16 +179,7 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
         if rest
         else sql.SQL("do nothing")
     )
-    upsert = sql.SQL(
-        "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) {act}"
-    ).format(
-        t=p.target,
-        cols=_idents(p.out_names),
-        override=sql.SQL("overriding system value" if p.identity_always else ""),
-        s=p.upsert_stage,
-        keys=_idents(p.key_names),
-        act=action,
-    )
+    upsert = _insert_from_stage(p, action)
     if not p.fixed_names:
         return upsert
     changed = sql.SQL("delete from {t} using {s} where {keys} and ({a}) is distinct from ({b})")
@@ -206,6 +197,20 @@ def _upsert_sql(p: TablePlan) -> sql.Composed:
     return reinsert + sql.SQL("; ") + upsert
 
 
+def _insert_from_stage(p: TablePlan, on_conflict: sql.Composable) -> sql.Composed:
+    """INSERT of the upsert staging table's rows, with the given ON CONFLICT (key) action."""
+    return sql.SQL(
+        "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) {act}"
+    ).format(
+        t=p.target,
+        cols=_idents(p.out_names),
+        override=sql.SQL("overriding system value" if p.identity_always else ""),
+        s=p.upsert_stage,
+        keys=_idents(p.key_names),
+        act=on_conflict,
+    )
+
+
 def _update_sql(p: TablePlan) -> tuple[sql.Composed | None, sql.Composed | None]:
     """`UPDATE ... FROM` the staging table, for rows known to exist, and the insert of any that
     turn out to be missing (a subscriber that was not in sync). None when the upsert is needed
@@ -221,15 +226,7 @@ def _update_sql(p: TablePlan) -> tuple[sql.Composed | None, sql.Composed | None]
         s=p.upsert_stage,
         keys=_key_match(p, p.upsert_stage),
     )
-    missing = sql.SQL(
-        "insert into {t} ({cols}) {override} select {cols} from {s} on conflict ({keys}) do nothing"
-    ).format(
-        t=p.target,
-        cols=_idents(p.out_names),
-        override=sql.SQL("overriding system value" if p.identity_always else ""),
-        s=p.upsert_stage,
-        keys=_idents(p.key_names),
-    )
+    missing = _insert_from_stage(p, sql.SQL("do nothing"))
     return update, missing
 
 

@@ -8,8 +8,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs.pgcluster import TempCluster, wait_for
+from londiste_rs.processes import spawn_cli as spawn
+from londiste_rs.processes import stop_gracefully as stop
 from test_node import job_ini, ok
 
 SCHEMA = """
@@ -38,24 +38,6 @@ def ticker_ini(tmp_path: Path, dsn: str, dbname: str) -> Path:
         f"ticker_period = 0.1\nlogfile = {tmp_path}/ticker.log\npidfile = {tmp_path}/ticker.pid\n"
     )
     return path
-
-
-def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "londiste_rs", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Writer(threading.Thread):

@@ -14,7 +14,6 @@ import logging
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from typing import Any
 import psycopg
 
 from londiste_rs.pgcluster import TempCluster, wait_for
+from londiste_rs.processes import spawn_cli, stop_gracefully
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +82,6 @@ def _interrupt_on_sigterm() -> Iterator[None]:
 def _write_ini(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def _spawn(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "londiste_rs", *args],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pgbench_transactions(conn: psycopg.Connection[Any], scale: int, count: int) -> None:
@@ -179,8 +160,8 @@ def run_demo(say: Callable[[str], None], scale: int = 1, seconds: float = 5.0) -
                     add_tables(root, [], True, False)
                     add_tables(leaf, [], True, False)
                     say(f"add-table --all on both: {', '.join(TABLES)}")
-                    procs.append(_spawn(work, "ticker", str(ticker)))
-                    procs.append(_spawn(work, str(leaf.path), "worker"))
+                    procs.append(spawn_cli("ticker", str(ticker), cwd=work))
+                    procs.append(spawn_cli(str(leaf.path), "worker", cwd=work))
                     say(
                         f"ticker and worker running; writing pgbench transactions for "
                         f"{seconds:.0f}s..."
@@ -223,6 +204,6 @@ def run_demo(say: Callable[[str], None], scale: int = 1, seconds: float = 5.0) -
                         equal &= a == b
             finally:
                 for proc in procs:
-                    _stop(proc)
+                    stop_gracefully(proc)
                 say("removing both clusters")
     return equal

@@ -153,6 +153,40 @@ fn int8(v: Option<&[u8]>) -> Option<i64> {
 
 /// Appends the picked fields (length word and value) of `payload` to `dst`, rewriting embedded
 /// type OIDs of the columns that need it. `picks`: (field index, source column).
+/// A payload that is a ROW of the key columns only: a delete's `ev_data`, or the old key of an
+/// update that changed its key (`ev_extra2`).
+struct KeyRecord<'a> {
+    /// How errors name it, e.g. ("delete", "carries", "key fields").
+    what: (&'static str, &'static str, &'static str),
+    payload: &'a [u8],
+    fields: &'a [Field],
+}
+
+impl KeyRecord<'_> {
+    fn gather(
+        &self,
+        dst: &mut Vec<u8>,
+        spec: &TableSpec,
+        walk: &[bool],
+        type_map: &TypeMap,
+    ) -> Result<(), String> {
+        if self.fields.len() != spec.key_cols.len() {
+            return Err(format!(
+                "{} of table {} {} {} {}, expected {}",
+                self.what.0,
+                spec.name,
+                self.what.1,
+                self.fields.len(),
+                self.what.2,
+                spec.key_cols.len()
+            ));
+        }
+        let picks = spec.key_cols.iter().copied().enumerate();
+        gather(dst, self.payload, self.fields, picks, walk, type_map)
+            .map_err(|e| format!("table {}: {e}", spec.name))
+    }
+}
+
 fn gather(
     dst: &mut Vec<u8>,
     payload: &[u8],
@@ -441,24 +475,12 @@ impl Events {
         let types = |e: TypeMapError| format!("table {}: {e}", spec.name);
         parse_record(data, &mut self.fields).map_err(record)?;
         if op == b'D' {
-            if self.fields.len() != spec.key_cols.len() {
-                return Err(format!(
-                    "delete of table {} carries {} key fields, expected {}",
-                    spec.name,
-                    self.fields.len(),
-                    spec.key_cols.len()
-                ));
-            }
-            let picks = spec.key_cols.iter().copied().enumerate();
-            gather(
-                &mut self.key,
-                data,
-                &self.fields,
-                picks,
-                &table.walk,
-                &self.type_map,
-            )
-            .map_err(types)?;
+            let key = KeyRecord {
+                what: ("delete", "carries", "key fields"),
+                payload: data,
+                fields: &self.fields,
+            };
+            key.gather(&mut self.key, spec, &table.walk, &self.type_map)?;
             return Ok(false);
         }
         if self.fields.len() != spec.ncols {
@@ -495,24 +517,12 @@ impl Events {
         };
         parse_record(old, &mut self.old_fields)
             .map_err(|e| format!("old key (ev_extra2) of table {}: {e}", spec.name))?;
-        if self.old_fields.len() != spec.key_cols.len() {
-            return Err(format!(
-                "old key of table {} has {} fields, expected {}",
-                spec.name,
-                self.old_fields.len(),
-                spec.key_cols.len()
-            ));
-        }
-        let picks = spec.key_cols.iter().copied().enumerate();
-        gather(
-            &mut self.old_key,
-            old,
-            &self.old_fields,
-            picks,
-            &table.walk,
-            &self.type_map,
-        )
-        .map_err(types)?;
+        let key = KeyRecord {
+            what: ("old key", "has", "fields"),
+            payload: old,
+            fields: &self.old_fields,
+        };
+        key.gather(&mut self.old_key, spec, &table.walk, &self.type_map)?;
         Ok(self.old_key != self.key)
     }
 

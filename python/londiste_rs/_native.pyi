@@ -5,7 +5,7 @@ from typing import Self, final
 
 from typing_extensions import Buffer
 
-__all__ = ["BatchDecoder", "__version__", "encode_copy", "sql_files"]
+__all__ = ["LIBPQ_FUNCTIONS", "BatchDecoder", "LibPq", "__version__", "encode_copy", "sql_files"]
 
 __version__: str
 
@@ -63,3 +63,17 @@ class BatchDecoder:
     def stats(self) -> dict[str, int]:
         """Counters: bytes_in, events, inserts, updates, deletes, truncates, key_changes,
         skipped_snapshot, skipped_table, other_events, steps, step_rows."""
+
+LIBPQ_FUNCTIONS: list[str]
+"""The libpq functions `LibPq` calls, in the order it takes their addresses."""
+
+@final
+class LibPq:
+    """libpq's COPY data loop on psycopg's connections (rust/src/pq.rs); built only by
+    `londiste_rs.libpq` from the addresses of LIBPQ_FUNCTIONS in psycopg's libpq."""
+
+    def __new__(cls, addresses: Sequence[int]) -> Self: ...
+    def relay(self, src: int, dst: int) -> tuple[int, str | None]:
+        """Moves the COPY OUT rows of `src` into the COPY IN of `dst` (`pgconn_ptr`s) until
+        the source's COPY ends, without the GIL: (bytes moved, None), or (0, "source" |
+        "target") naming the side that failed."""

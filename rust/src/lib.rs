@@ -6,6 +6,7 @@ pub mod copy_binary;
 pub mod copy_in;
 pub mod decoder;
 pub mod exact;
+pub mod pq;
 mod py;
 pub mod record;
 pub mod snapshot;

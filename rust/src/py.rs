@@ -9,6 +9,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::copy_binary::{CopyWriter, EncodeError};
 use crate::decoder::{self, DecodeError, TableSpec};
+use crate::pq;
 use crate::snapshot::Snapshot;
 use crate::typemap::{Kind, TypeInfo, TypeMap};
 
@@ -242,11 +243,46 @@ fn sql_files() -> Vec<(&'static str, &'static str)> {
     crate::sql_bundle::SQL_FILES.to_vec()
 }
 
+/// libpq's COPY data loop on psycopg's connections (`crate::pq`); built by
+/// `londiste_rs.libpq` from the addresses of `LIBPQ_FUNCTIONS` in the libpq psycopg uses.
+#[pyclass(name = "LibPq", module = "londiste_rs._native", frozen)]
+struct PyLibPq {
+    inner: pq::LibPq,
+}
+
+#[pymethods]
+impl PyLibPq {
+    #[new]
+    fn new(addresses: [usize; 5]) -> Self {
+        // SAFETY: the Python side (londiste_rs.libpq) passes the addresses of these functions
+        // in the libpq that psycopg loaded, and nothing else builds this class.
+        #[allow(unsafe_code)]
+        let inner = unsafe { pq::LibPq::new(addresses) };
+        PyLibPq { inner }
+    }
+
+    /// Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst`
+    /// (both `pgconn_ptr`s) until the source's COPY ends, without the GIL. Returns the bytes
+    /// moved and None, or 0 and which side failed: "source" or "target".
+    fn relay(&self, py: Python<'_>, src: usize, dst: usize) -> (u64, Option<String>) {
+        // SAFETY: the caller owns both live connections and does not use them meanwhile.
+        #[allow(unsafe_code)]
+        let (src, dst) = unsafe { (pq::Conn::from_ptr(src), pq::Conn::from_ptr(dst)) };
+        let lib = self.inner;
+        match py.detach(move || lib.relay(src, dst)) {
+            Ok(moved) => (moved, None),
+            Err(side) => (0, Some(side.to_string())),
+        }
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(encode_copy, m)?)?;
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
     m.add_class::<PyBatchDecoder>()?;
+    m.add_class::<PyLibPq>()?;
+    m.add("LIBPQ_FUNCTIONS", pq::FUNCTIONS.to_vec())?;
     Ok(())
 }

@@ -1,0 +1,174 @@
+"""The libpq psycopg runs on, for the Rust COPY loops (`_native.LibPq`, rust/src/pq.rs).
+
+A server sends a COPY's data one message per row; taking them one Python call each costs more
+CPU than the servers spend on them. The Rust side calls libpq's COPY functions directly on
+psycopg's connections, so it must call the very libpq that opened them (psycopg-binary ships
+its own copy): that library is found among the files mapped into this process, and checked
+against psycopg's own answer for its version before use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import select
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from londiste_rs._native import LIBPQ_FUNCTIONS, LibPq
+from londiste_rs.errors import LondisteError
+
+
+def _mapped_libpqs() -> list[str]:
+    """Paths of the libpq files mapped into this process, first mapped first."""
+    seen: dict[str, None] = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+            name = Path(fields[5].strip()).name if len(fields) == 6 else ""
+            if name.startswith("libpq") and ".so" in name:
+                seen.setdefault(fields[5].strip())
+    return list(seen)
+
+
+@functools.cache
+def libpq() -> LibPq:
+    """The Rust COPY loops bound to psycopg's libpq. Raises LondisteError when it cannot be
+    told apart (not Linux, or several libpq versions loaded)."""
+    psycopg.pq.version()  # loads psycopg's libpq, whatever its implementation
+    want = psycopg.pq.version()
+    try:
+        paths = _mapped_libpqs()
+    except OSError as e:
+        raise LondisteError(f"cannot find psycopg's libpq: {e} (Linux's /proc is needed)") from e
+    matching = []
+    for path in paths:
+        lib = ctypes.CDLL(path)  # already loaded: the same handle, nothing loaded twice
+        lib.PQlibVersion.restype = ctypes.c_int
+        if lib.PQlibVersion() == want:
+            matching.append(lib)
+    if len(matching) != 1:
+        raise LondisteError(
+            f"cannot tell which libpq psycopg uses (libpq {want}; loaded: "
+            f"{', '.join(paths) or 'none'}); use psycopg[binary] as installed with londiste-rs"
+        )
+    lib = matching[0]
+    addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in LIBPQ_FUNCTIONS]
+    return LibPq([int(a or 0) for a in addresses])
+
+
+def ptr(conn: psycopg.Connection[Any]) -> int:
+    """The connection's `PGconn *`; it must be open."""
+    p = getattr(conn.pgconn, "pgconn_ptr", None)  # every psycopg implementation has it
+    if p is None:
+        raise psycopg.OperationalError("the connection is closed")
+    return int(p)
+
+
+def copy_between(src: psycopg.Connection[Any], copy_out: bytes,
+                 dst: psycopg.Connection[Any], copy_in: bytes) -> tuple[int, int]:  # fmt: skip
+    """Runs `copy_out` (COPY ... TO STDOUT) on `src` and `copy_in` (COPY ... FROM STDIN) on
+    `dst` and moves the data between them in Rust, without the GIL. Returns (rows written,
+    bytes moved). A failure on either side raises the server's error and leaves neither COPY
+    running (a transaction they were in has failed, for the caller to roll back)."""
+    _start(dst, copy_in, pq.ExecStatus.COPY_IN)
+    try:
+        _start(src, copy_out, pq.ExecStatus.COPY_OUT)
+    except BaseException:
+        _abort_copy_in(dst)
+        raise
+    moved, failed = libpq().relay(ptr(src), ptr(dst))
+    if failed == "target":
+        _stop_copy_out(src)
+        _results(dst)  # raises the target's error
+        raise psycopg.OperationalError(_text(dst, dst.pgconn.error_message))
+    try:
+        _results(src)  # raises the source's error, if it failed
+    except BaseException:
+        _abort_copy_in(dst)
+        raise
+    res = _end_copy_in(dst, None)
+    return int(res.command_tuples or 0), moved
+
+
+def _text(conn: psycopg.Connection[Any], message: bytes) -> str:
+    return message.decode(conn.info.encoding, "replace").strip() or "connection failed"
+
+
+def _wait(pg: pq.abc.PGconn, write: bool = False) -> None:
+    """Waits, without the GIL, until the connection's socket can be read (or written)."""
+    poller = select.poll()
+    poller.register(pg.socket, select.POLLOUT if write else select.POLLIN)
+    poller.poll()
+
+
+def _next_result(pg: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    while pg.is_busy():  # get_result() would block holding the GIL
+        _wait(pg)
+        pg.consume_input()
+    return pg.get_result()
+
+
+def _results(conn: psycopg.Connection[Any]) -> pq.abc.PGresult | None:
+    """All the remaining results of the running query: the first one, or the server's error
+    raised once the connection is ready for the next query."""
+    first = error = None
+    while (res := _next_result(conn.pgconn)) is not None:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            error = error or res
+        first = first or res
+    if error is not None:
+        raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
+    return first
+
+
+def _start(conn: psycopg.Connection[Any], query: bytes, status: pq.ExecStatus) -> None:
+    pg = conn.pgconn
+    pg.send_query(query)
+    while pg.flush() == 1:  # the connection is non-blocking: send all of the query
+        _wait(pg, write=True)
+    res = _next_result(pg)
+    if res is not None and res.status == status:
+        return
+    if res is not None and res.status == pq.ExecStatus.FATAL_ERROR:
+        _results(conn)  # the rest of the query's results
+        raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
+    raise psycopg.ProgrammingError(f"{query[:60]!r} did not start a COPY")
+
+
+def _end_copy_in(conn: psycopg.Connection[Any], error: bytes | None) -> pq.abc.PGresult:
+    """Ends the COPY FROM STDIN on `conn` and returns its result; with `error`, aborts it
+    (the server then fails it with that message)."""
+    pg = conn.pgconn
+    while (r := pg.put_copy_end(error)) == 0:  # non-blocking: wait for room to send
+        _wait(pg, write=True)
+    if r < 0:
+        raise psycopg.OperationalError(_text(conn, pg.error_message))
+    while pg.flush() == 1:
+        _wait(pg, write=True)
+    res = _results(conn)
+    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.InternalError("a COPY FROM STDIN ended without its result")
+    return res
+
+
+def _abort_copy_in(conn: psycopg.Connection[Any]) -> None:
+    """Ends the COPY FROM STDIN on `conn` as failed, while the caller raises the real error."""
+    with contextlib.suppress(psycopg.Error, OSError):
+        _end_copy_in(conn, b"the copy's source failed")
+
+
+def _stop_copy_out(conn: psycopg.Connection[Any]) -> None:
+    """Cancels the COPY TO STDOUT on `conn` and drops what it still sends."""
+    with contextlib.suppress(psycopg.Error, OSError):
+        conn.cancel_safe(timeout=5)
+        pg = conn.pgconn
+        while (n := pg.get_copy_data(0)[0]) >= 0:
+            if n == 0:
+                _wait(pg)
+                pg.consume_input()
+        _results(conn)

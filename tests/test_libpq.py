@@ -1,0 +1,68 @@
+"""`libpq.copy_between`: rows moved by the Rust loop between two real servers, and both
+connections usable again after either side fails."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from londiste_rs import libpq
+
+TABLE = "create table t (id int primary key, body text)"
+OUT = b"copy t to stdout (format binary)"
+IN = b"copy t from stdin (format binary)"
+
+
+@contextlib.contextmanager
+def _pair(provider_db, subscriber_db) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    src = provider_db.connect(autocommit=False)
+    dst = subscriber_db.connect(autocommit=False)
+    with src, dst:
+        yield src, dst
+
+
+def _rows(db) -> list[tuple[int, int, str]]:
+    return db.sql("select id, length(body), md5(body) from t order by id")
+
+
+def test_rows_arrive_whole_including_rows_larger_than_a_block(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        db.sql(TABLE)
+    provider_db.sql("insert into t select g, md5(g::text) from generate_series(1, 30000) g")
+    # rows of 1 MB and 3 MB: larger than the relay's 256 KiB block
+    provider_db.sql("insert into t values (-1, repeat('x', 1 << 20)), (-2, repeat('y', 3 << 20))")
+    with _pair(provider_db, subscriber_db) as (src, dst):
+        rows, moved = libpq.copy_between(src, OUT, dst, IN)
+        dst.commit()
+    assert rows == 30002
+    assert moved > (4 << 20)
+    assert _rows(subscriber_db) == _rows(provider_db)
+
+
+def test_target_error_is_raised_and_both_connections_recover(provider_db, subscriber_db):
+    for db in (provider_db, subscriber_db):
+        db.sql(TABLE)
+    # the target fails on the first row, while most of the stream is still to come
+    provider_db.sql("insert into t select g, md5(g::text) from generate_series(1, 100000) g")
+    subscriber_db.sql("insert into t values (1, 'already here')")
+    with _pair(provider_db, subscriber_db) as (src, dst):
+        with pytest.raises(psycopg.errors.UniqueViolation, match="t_pkey"):
+            libpq.copy_between(src, OUT, dst, IN)
+        src.rollback()
+        dst.rollback()
+        assert src.execute("select count(*) from t").fetchone() == (100000,)
+        assert dst.execute("select count(*) from t").fetchone() == (1,)
+
+
+def test_source_error_is_raised_and_nothing_is_written(provider_db, subscriber_db):
+    subscriber_db.sql(TABLE)
+    with _pair(provider_db, subscriber_db) as (src, dst):
+        with pytest.raises(psycopg.errors.UndefinedTable, match='"t" does not exist'):
+            libpq.copy_between(src, OUT, dst, IN)
+        src.rollback()
+        dst.rollback()
+        assert dst.execute("select count(*) from t").fetchone() == (0,)
+        assert src.execute("select 1").fetchone() == (1,)

@@ -14,7 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "bench" / "run.py"
-SCENARIOS = {"copy", "backlog", "memory", "capture", "lag"}
+SCENARIOS = {"copy", "backlog", "memory", "capture", "lag", "many"}
+# Tools that may have no run, said why in results["unavailable"]: londiste-rs "not available
+# yet", pgcopydb when its (optional) Debian package could not be installed, and londiste3 in
+# the many-tables scenario, left out as too slow.
+MAY_BE_LEFT_OUT = {("*", "ours"), ("*", "pgcopydb"), ("many", "londiste3")}
 
 
 def _stock_londiste3_missing() -> str | None:
@@ -60,8 +64,8 @@ def test_quick_bench_runs_and_verifies(tmp_path: Path) -> None:
             ran = [s for s in samples if s["scenario"] == scenario and s["tool"] == tool]
             why = results["unavailable"].get(scenario, {}).get(tool)
             errors = results["errors"].get(scenario, {}).get(tool)
-            # The peers must always run; londiste-rs may be "not available yet", said so.
-            if tool == "ours" and why:
+            # The peers must always run, but for the few MAY_BE_LEFT_OUT, which say why.
+            if why and {("*", tool), (scenario, tool)} & MAY_BE_LEFT_OUT:
                 assert not ran
                 continue
             assert not errors, f"{scenario}/{tool} failed: {errors}"

@@ -14,10 +14,11 @@ class Link:
     Scenario order: capture() on the provider, prepare() the subscriber, wait_ready(),
     subscribe() (the timed start of the initial copy), wait_synced(); then pause()/resume()
     the apply side, settle() to make everything written so far consumable, close() at the
-    end."""
+    end. `jobs`: how many tables the initial copy may copy at once."""
 
-    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
+    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1):
         self.src, self.dst, self.tables, self.logdir = src, dst, list(tables), logdir
+        self.jobs = jobs
 
     def capture(self) -> None:
         raise NotImplementedError
@@ -25,9 +26,10 @@ class Link:
     def prepare(self) -> None:
         raise NotImplementedError
 
-    def subscribe(self, expect_sync: bool = False) -> None:
+    def subscribe(self, expect_sync: bool = False, create: bool = False) -> None:
         """Starts replicating the tables; with expect_sync the subscriber already holds the
-        provider's rows (no initial copy)."""
+        provider's rows (no initial copy); with create it has no tables yet, and the tool
+        creates them with their keys, indexes and constraints from the provider's."""
         raise NotImplementedError
 
     def synced(self) -> bool:
@@ -65,5 +67,5 @@ class Tool:
         """Why this tool cannot run `scenario` here, or None when it can."""
         return None
 
-    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path) -> Link:
+    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1) -> Link:
         raise NotImplementedError

@@ -31,8 +31,8 @@ class CascadeLink(Link):
     # SQL on the leaf: the last tick its worker applied (params: queue).
     position_sql = ""
 
-    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
-        super().__init__(src, dst, tables, logdir)
+    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1):
+        super().__init__(src, dst, tables, logdir, jobs)
         self.log = logdir / "commands.log"
         self.ticker: procs.Daemon | None = None
         self.worker: procs.Daemon | None = None
@@ -44,7 +44,8 @@ class CascadeLink(Link):
         path = self.logdir / f"{name}.ini"
         path.write_text(
             f"[londiste]\njob_name = {name}_{db.name}\ndb = {db.dsn}\nqueue_name = {QUEUE}\n"
-            f"loop_delay = {LOOP_DELAY}\nlogfile = {self.logdir / name}.log\n"
+            f"loop_delay = {LOOP_DELAY}\nparallel_copies = {self.jobs}\n"
+            f"logfile = {self.logdir / name}.log\n"
             f"pidfile = {self.logdir / name}.pid\n"
         )
         return path
@@ -78,9 +79,11 @@ class CascadeLink(Link):
                   f"--provider={self.src.dsn}")  # fmt: skip
         self.resume()
 
-    def subscribe(self, expect_sync: bool = False) -> None:
+    def subscribe(self, expect_sync: bool = False, create: bool = False) -> None:
         flags = ["--expect-sync"] if expect_sync else []
-        self._run(str(self.leaf_ini), "add-table", *self.tables, *flags)
+        # Creating: the provider's tables, all of them, as a user starting a new leaf would.
+        tables = ["--all", "--create-full"] if create else self.tables
+        self._run(str(self.leaf_ini), "add-table", *tables, *flags)
 
     def wait_ready(self, timeout: float) -> None:
         # The worker is up once it has applied a batch after its start (the queue ticks at

@@ -21,8 +21,8 @@ class Londiste3Link(CascadeLink):
     settle_sql = ("select pgq.force_tick(%s)", "select pgq.ticker(%s)")
     queue_config_sql = "select pgq.set_queue_config(%s, %s, %s)"
 
-    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
-        super().__init__(src, dst, tables, logdir)
+    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1):
+        super().__init__(src, dst, tables, logdir, jobs)
         self.env = deps.system_env()
 
     def ticker_cmd(self, ini: Path) -> list[str]:
@@ -37,5 +37,5 @@ class Londiste3(Tool):
         missing = deps.missing()
         return f"not installed (missing {' '.join(missing)})" if missing else None
 
-    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path) -> Link:
-        return Londiste3Link(src, dst, tables, logdir)
+    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1) -> Link:
+        return Londiste3Link(src, dst, tables, logdir, jobs)

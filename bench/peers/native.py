@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.pgcluster import find_bindir, wait_for
 from peers.base import Link, Tool
+from support import procs
 from support.env import Db
 
 PUB = "bench_pub"
@@ -15,8 +16,8 @@ SUB = "bench_sub"
 
 
 class NativeLink(Link):
-    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path):
-        super().__init__(src, dst, tables, logdir)
+    def __init__(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1):
+        super().__init__(src, dst, tables, logdir, jobs)
         self.subscribed = False
 
     def capture(self) -> None:
@@ -26,7 +27,17 @@ class NativeLink(Link):
     def prepare(self) -> None:
         pass
 
-    def subscribe(self, expect_sync: bool = False) -> None:
+    def subscribe(self, expect_sync: bool = False, create: bool = False) -> None:
+        if create:
+            # Native LR copies rows only: its users bring the schema over with pg_dump first
+            # (tables with their keys, indexes and constraints, made before the rows arrive).
+            # Its copy jobs are the server's max_sync_workers_per_subscription (env.SETTINGS).
+            bindir = find_bindir()
+            procs.pipe(
+                [str(bindir / "pg_dump"), "--schema-only", "--no-publications",
+                 "--no-subscriptions", "-d", self.src.dsn],
+                [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dst.dsn],
+            )  # fmt: skip
         # The slot name must be unique in the provider cluster.
         with self.dst.connect() as conn:
             conn.execute(
@@ -73,5 +84,5 @@ class NativeLR(Tool):
     name = "native LR"
     decodes_on_source = True
 
-    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path) -> Link:
-        return NativeLink(src, dst, tables, logdir)
+    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1) -> Link:
+        return NativeLink(src, dst, tables, logdir, jobs)

@@ -70,5 +70,5 @@ class LondisteRs(Tool):
             return f"not available yet (londiste-rs has no {names} yet)"
         return None
 
-    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path) -> Link:
-        return OursLink(src, dst, tables, logdir)
+    def link(self, src: Db, dst: Db, tables: Sequence[str], logdir: Path, jobs: int = 1) -> Link:
+        return OursLink(src, dst, tables, logdir, jobs)

@@ -1,4 +1,4 @@
-"""The five measurements. Each module's `run(ctx)` measures every tool alternately (A, B, C,
+"""The measurements. Each module's `run(ctx)` measures every tool alternately (A, B, C,
 A, B, C, ...) and records one Sample per run, verified or not."""
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ class Sizes:
     capture_txns: int  # transactions written per capture measurement
     lag_rate: float  # transactions per second under steady load
     lag_seconds: float
+    many_scale: float  # rows of the many-tables database (1: about 1.18M rows in 40 tables)
     timeout: float  # for any one wait
 
 
 FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=75_000, capture_txns=50_000,
-             lag_rate=100, lag_seconds=10, timeout=900)  # fmt: skip
+             lag_rate=100, lag_seconds=10, many_scale=1, timeout=900)  # fmt: skip
 QUICK = Sizes(runs=1, copy_scale=1, small_scale=1, backlog_txns=2_000, capture_txns=2_000,
-              lag_rate=50, lag_seconds=3, timeout=120)  # fmt: skip
+              lag_rate=50, lag_seconds=3, many_scale=0.05, timeout=120)  # fmt: skip
 
 
 @dataclass

@@ -3,14 +3,13 @@ pipe as the limit. Timed from the command that starts the copy until the table i
 
 from __future__ import annotations
 
-import subprocess
 import time
 from functools import partial
 
 from londiste_rs.pgcluster import find_bindir
 from peers.base import Tool
 from scenarios import Context
-from support import flow, verify
+from support import flow, procs, verify
 from support.results import Metric, Sample
 
 KEY = "copy"
@@ -41,9 +40,11 @@ def run(ctx: Context) -> None:
             ctx.attempt(KEY, tool.key, i, partial(_tool, ctx, tool, i, rows))
 
 
-def _record(ctx: Context, who: str, i: int, seconds: float, rows: int, ok: bool, note: str) -> str:
+def record(ctx: Context, key: str, who: str, i: int, seconds: float, rows: int, ok: bool,
+           note: str) -> str:  # fmt: skip
+    """Records one copy of `rows` rows that took `seconds`; returns the run's line."""
     metrics = {"seconds": seconds, "rows_per_s": rows / seconds}
-    ctx.results.add(Sample(KEY, who, i, metrics, ok, note))
+    ctx.results.add(Sample(key, who, i, metrics, ok, note))
     return f"{seconds:.2f}s, {'verified' if ok else 'NOT VERIFIED'} ({note})"
 
 
@@ -53,35 +54,18 @@ def _raw(ctx: Context, i: int, rows: int) -> str:
         out_cmd = [psql, "-X", "-q", "-d", src.dsn, "-c", f"copy {TABLE} to stdout (format binary)"]
         in_cmd = [psql, "-X", "-q", "-d", dst.dsn, "-c", f"copy {TABLE} from stdin (format binary)"]
         started = time.monotonic()
-        reader = subprocess.Popen(out_cmd, stdout=subprocess.PIPE)
-        writer = subprocess.run(in_cmd, stdin=reader.stdout, capture_output=True, check=False)
-        assert reader.stdout is not None
-        reader.stdout.close()
-        if reader.wait() != 0 or writer.returncode != 0:
-            raise RuntimeError(f"raw COPY pipe failed: {writer.stderr.decode().strip()}")
+        procs.pipe(out_cmd, in_cmd)
         seconds = time.monotonic() - started
         ok, note = verify.same(src.dsn, dst.dsn, [TABLE])
-        return _record(ctx, RAW[0], i, seconds, rows, ok, note)
+        return record(ctx, KEY, RAW[0], i, seconds, rows, ok, note)
 
 
 def _tool(ctx: Context, tool: Tool, i: int, rows: int) -> str:
     with flow.pair(ctx.env, ctx.sizes.copy_scale, "copy", presynced=False) as (src, dst):
         link = tool.link(src, dst, [TABLE], ctx.env.logdir(f"copy-{tool.key}-{i}"))
         try:
-            link.capture()
-            link.prepare()
-            link.wait_ready(ctx.sizes.timeout)
-            started = time.monotonic()
-            link.subscribe()
-            # A fixed 20 ms poll: wait_for's growing interval (up to 0.5 s) would round copy
-            # times of a second or two up by as much as a third.
-            deadline = started + ctx.sizes.timeout
-            while not link.synced():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"timed out waiting for {tool.name}'s initial copy")
-                time.sleep(0.02)
-            seconds = time.monotonic() - started
+            seconds = flow.timed_copy(link, ctx.sizes.timeout)
             ok, note = flow.same(link)
         finally:
             link.close()
-        return _record(ctx, tool.key, i, seconds, rows, ok, note)
+        return record(ctx, KEY, tool.key, i, seconds, rows, ok, note)

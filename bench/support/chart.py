@@ -16,7 +16,7 @@ from support.report import medians
 from support.results import Results
 
 COLORS = {"ours": "#d95f02", "londiste3": "#7570b3", "logical": "#1b9e77", "raw": "#999999",
-          "none": "#999999"}  # fmt: skip
+          "none": "#999999", "pgcopydb": "#999999"}  # fmt: skip
 
 
 def _matplotlib() -> Any:

@@ -4,6 +4,7 @@ databases made in them (provider databases are clones of filled templates)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,19 @@ import psycopg
 from londiste_rs.pgcluster import TempCluster
 from support import workload
 
+# The parallel copy jobs every tool gets where many tables are copied at once (londiste's
+# parallel_copies, pgcopydb's --table-jobs and --index-jobs). Native LR's counterpart is a
+# server setting, max_sync_workers_per_subscription (default 2), hence its place here.
+COPY_JOBS = 4
+
 # Identical on both clusters. The provider needs wal_level=logical for the native-LR peer; the
 # subscriber gets the same so the two differ in nothing.
 SETTINGS = {
     "wal_level": "logical",
     "max_replication_slots": "20",
     "max_wal_senders": "20",
-    "max_logical_replication_workers": "8",
+    "max_logical_replication_workers": "8",  # an apply worker and COPY_JOBS table syncs fit
+    "max_sync_workers_per_subscription": str(COPY_JOBS),
     "shared_buffers": "256MB",
     "checkpoint_timeout": "30min",
     # PostgreSQL waits this long before starting an apply worker again after one stopped (5 s by
@@ -58,7 +65,7 @@ class BenchEnv:
         self.provider = TempCluster("bench-provider", settings=SETTINGS)
         self.subscriber = TempCluster("bench-subscriber", settings=SETTINGS)
         self._ids = itertools.count(1)
-        self._templates: dict[int, str] = {}
+        self._templates: set[str] = set()
         self._sub_templates: set[str] = set()
 
     def __enter__(self) -> BenchEnv:
@@ -75,29 +82,40 @@ class BenchEnv:
         self.provider.destroy()
 
     def template(self, scale: int) -> str:
-        """A filled provider template at `scale`, made once."""
-        if scale not in self._templates:
-            name = f"bench_tpl_{scale}"
+        """A filled pgbench provider template at `scale`, made once."""
+
+        def fill(conn: psycopg.Connection[Any]) -> None:
+            workload.create_schema(conn, provider=True)
+            workload.fill(conn, scale)
+
+        return self.filled_template(f"bench_tpl_{scale}", fill)
+
+    def filled_template(self, name: str, fill: Callable[[psycopg.Connection[Any]], None]) -> str:
+        """A provider template database filled by `fill`, made once."""
+        if name not in self._templates:
             with self.provider.connect() as conn:
                 conn.execute(f"create database {name} template template0")
             with psycopg.connect(self.provider.dsn(name), autocommit=True) as conn:
-                workload.create_schema(conn, provider=True)
-                workload.fill(conn, scale)
-            self._templates[scale] = name
-        return self._templates[scale]
+                fill(conn)
+            self._templates.add(name)
+        return name
 
     def provider_db(self, scale: int, tag: str) -> Db:
-        """A fresh provider database: a clone of the filled template at `scale`."""
-        template = self.template(scale)
+        """A fresh provider database: a clone of the filled pgbench template at `scale`."""
+        return self.provider_clone(self.template(scale), tag)
+
+    def provider_clone(self, template: str, tag: str) -> Db:
+        """A fresh provider database cloned from `template`."""
         name = f"src_{tag}_{next(self._ids)}"
         with self.provider.connect() as conn:
             conn.execute(f"create database {name} template {template}")
         return Db(self.provider, name)
 
-    def subscriber_db(self, tag: str, filled_scale: int | None = None) -> Db:
-        """A fresh subscriber database with the schema and no rows, or (filled_scale) with the
-        same rows as a fresh provider database at that scale, for runs that skip the copy."""
-        template = "bench_empty"
+    def subscriber_db(self, tag: str, filled_scale: int | None = None, schema: bool = True) -> Db:
+        """A fresh subscriber database with the pgbench schema and no rows, or (filled_scale)
+        with the same rows as a fresh provider database at that scale, for runs that skip the
+        copy, or (not schema) with no tables at all, for tools that create them."""
+        template = "bench_empty" if schema else "template0"
         if filled_scale is not None:
             template = f"bench_tpl_{filled_scale}"
             if template not in self._sub_templates:

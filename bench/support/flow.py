@@ -14,12 +14,18 @@ from support.env import BenchEnv, Db
 QUALIFIED = [f"public.{t}" for t in workload.TABLES]
 
 
-@contextlib.contextmanager
-def pair(env: BenchEnv, scale: int, tag: str, presynced: bool) -> Iterator[tuple[Db, Db]]:
+def pair(
+    env: BenchEnv, scale: int, tag: str, presynced: bool
+) -> contextlib.AbstractContextManager[tuple[Db, Db]]:
     """A fresh provider database at `scale` and a fresh subscriber database (holding the same
     rows when `presynced`), both dropped afterwards."""
     src = env.provider_db(scale, tag)
-    dst = env.subscriber_db(tag, scale if presynced else None)
+    return dropping(env, src, env.subscriber_db(tag, scale if presynced else None))
+
+
+@contextlib.contextmanager
+def dropping(env: BenchEnv, src: Db, dst: Db) -> Iterator[tuple[Db, Db]]:
+    """(src, dst), both dropped afterwards."""
     try:
         yield src, dst
     finally:
@@ -41,6 +47,25 @@ def replicating(env: BenchEnv, tool: Tool, scale: int, tag: str,
             yield link
         finally:
             link.close()
+
+
+def timed_copy(link: Link, timeout: float, create: bool = False) -> float:
+    """Sets `link` up with its apply side up and idle, then times the initial copy: seconds
+    from subscribe() (with `create`: the tool also creates the tables) until every table is
+    in sync."""
+    link.capture()
+    link.prepare()
+    link.wait_ready(timeout)
+    started = time.monotonic()
+    link.subscribe(create=create)
+    # A fixed 20 ms poll: wait_for's growing interval (up to 0.5 s) would round copy times of
+    # a second or two up by as much as a third.
+    deadline = started + timeout
+    while not link.synced():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for the initial copy")
+        time.sleep(0.02)
+    return time.monotonic() - started
 
 
 def caught_up(link: Link, timeout: float) -> None:

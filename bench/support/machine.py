@@ -58,6 +58,7 @@ def describe() -> str:
         ("londiste-rs", f"{__version__} (git {commit})"),
         ("stock londiste3", f"python3-londiste {_deb('python3-londiste')}, pgqd {_deb('pgqd')}, "
                             f"pgq {_deb('postgresql-15-pgq3')} (Debian)"),
+        ("pgcopydb", f"{_deb('pgcopydb')} (Debian)"),
         ("Python", platform.python_version()),
     ]  # fmt: skip
     return "\n".join(["| what | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]])

@@ -28,6 +28,18 @@ def run(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
     return out.stdout
 
 
+def pipe(out_cmd: Sequence[str], in_cmd: Sequence[str]) -> None:
+    """Runs `out_cmd | in_cmd` to completion; raises CommandFailed when either fails."""
+    reader = subprocess.Popen(list(out_cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = subprocess.run(list(in_cmd), stdin=reader.stdout, capture_output=True, check=False)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()
+    errors = reader.stderr.read().decode()
+    if reader.wait() != 0 or writer.returncode != 0:
+        raise CommandFailed(f"{out_cmd[0]} | {in_cmd[0]} failed: "
+                            f"{(errors + writer.stderr.decode()).strip()[-800:]}")  # fmt: skip
+
+
 class Daemon:
     """A long-running process in the foreground of its own process group, logging to a file."""
 

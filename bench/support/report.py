@@ -84,7 +84,7 @@ def _ratio(a: float, b: float) -> str:
 
 def summary_table(results: Results, peers: Sequence[tuple[str, str]]) -> list[str]:
     """One line per scenario and metric: each tool's median, the scenario's reference (the raw
-    COPY pipe, or writes with no capture) where it has one, and ours ÷ each peer."""
+    COPY pipe, writes with no capture, pgcopydb) where it has one, and ours ÷ each of them."""
     head = ["scenario", "metric"] + [n for _, n in peers] + ["reference"]
     head += [f"ours ÷ {n}" for k, n in peers if k != OURS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -97,10 +97,14 @@ def summary_table(results: Results, peers: Sequence[tuple[str, str]]) -> list[st
             for tool, _ in peers:
                 v = med.get(tool, {}).get(m["key"])
                 row.append(_fmt(v, m["unit"]) if v is not None else "n/a")
-            refs = [f"{n}: {_fmt(med[t][m['key']], m['unit'])}" for t, n in references
-                    if m["key"] in med.get(t, {})]  # fmt: skip
-            row.append(", ".join(refs) or "–")
             ours = med.get(OURS, {}).get(m["key"])
+            refs = []
+            for tool, name in references:
+                v = med.get(tool, {}).get(m["key"])
+                if v is not None:
+                    vs = f" (ours ÷ {name}: {_ratio(ours, v)})" if ours is not None else ""
+                    refs.append(f"{name}: {_fmt(v, m['unit'])}{vs}")
+            row.append(", ".join(refs) or "–")
             for tool, _ in peers:
                 if tool == OURS:
                     continue

@@ -5,7 +5,15 @@ from typing import Self, final
 
 from typing_extensions import Buffer
 
-__all__ = ["LIBPQ_FUNCTIONS", "BatchDecoder", "LibPq", "__version__", "encode_copy", "sql_files"]
+__all__ = [
+    "LIBPQ_FUNCTIONS",
+    "BatchDecoder",
+    "CopyReader",
+    "LibPq",
+    "__version__",
+    "encode_copy",
+    "sql_files",
+]
 
 __version__: str
 
@@ -77,3 +85,17 @@ class LibPq:
         """Moves the COPY OUT rows of `src` into the COPY IN of `dst` (`pgconn_ptr`s) until
         the source's COPY ends, without the GIL: (bytes moved, None), or (0, "source" |
         "target") naming the side that failed."""
+    def reader(self, src: int, chunk: int, depth: int = 2) -> CopyReader:
+        """Reads the COPY OUT running on `src` in a thread of its own, in chunks of at least
+        `chunk` bytes, at most `depth` waiting; the connection is the reader's until its
+        close() returned."""
+
+@final
+class CopyReader:
+    """A COPY OUT's data read ahead in Rust; iterate for its chunks, then close()."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> str | None:
+        """Stops reading and waits for the thread (cancel the query first to stop a running
+        COPY): None, or "source" when the source's COPY failed."""

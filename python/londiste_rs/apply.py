@@ -29,6 +29,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
+from londiste_rs import libpq
 from londiste_rs._native import BatchDecoder
 from londiste_rs.ddl import name_of
 from londiste_rs.errors import TableError
@@ -89,6 +90,8 @@ class ApplyStats:
     decoder: dict[str, int] = field(default_factory=dict)
     other_events: list[tuple[int, str, str | None, bytes | None]] = field(default_factory=list)
     seconds: float = 0.0
+    wait_seconds: float = 0.0  # waiting for the provider's events
+    write_seconds: float = 0.0  # writing to the subscriber (COPY and merge statements)
 
 
 # -- catalog ---------------------------------------------------------------------------------
@@ -306,39 +309,10 @@ def _apply_step(
     stats.upserts += rows
 
 
-def read_copy(conn: psycopg.Connection[Any], query: sql.Composed) -> Iterator[bytearray]:
-    """The data of `COPY (...) TO STDOUT (FORMAT binary)` in chunks of about FEED_BYTES.
-
-    psycopg hands out one row per `read()`, at a cost per call that shows at hundreds of
-    thousands of rows; rows already received are taken with libpq's non-blocking
-    `get_copy_data` instead, and `read()` is used only to wait for more and for the row after
-    one that may be the stream's trailer (ends with ff ff), so psycopg sees the end itself."""
-    with conn.cursor().copy(query) as cp:
-        pgconn = conn.pgconn
-        buf = bytearray()
-        fast = True
-        data: bytes | bytearray | memoryview
-        while True:
-            if fast:
-                n, data = pgconn.get_copy_data(1)
-                if n == 0:
-                    data = cp.read()
-                elif n < 0:  # the end without a trailer: the server sent an error
-                    while (res := pgconn.get_result()) is not None:
-                        if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                            raise pgerrors.error_from_result(res, encoding=conn.info.encoding)
-                    raise psycopg.OperationalError("COPY ended without its trailer")
-            else:
-                data = cp.read()
-            if not data:
-                break
-            buf += data
-            fast = bytes(data[-2:]) != b"\xff\xff"
-            if len(buf) >= FEED_BYTES:
-                yield buf
-                buf = bytearray()
-        if buf:
-            yield buf
+def read_copy(conn: psycopg.Connection[Any], query: sql.Composed) -> Iterator[bytes]:
+    """The data of `COPY (...) TO STDOUT (FORMAT binary)` in chunks of about FEED_BYTES, read
+    ahead in Rust (no Python per row) while the previous chunks are applied."""
+    return libpq.read_copy(conn, query.as_bytes(conn), FEED_BYTES)
 
 
 def _apply_stream(
@@ -353,21 +327,31 @@ def _apply_stream(
     by_name = {p.name: p for p in plans}
     dec = make_decoder(plans, chunk_bytes, exact_order, types)
     buf = bytearray()
+
+    def apply_drained() -> None:
+        t = time.monotonic()
+        for step in dec.drain():
+            _apply_step(conn, by_name, step, stats)
+        stats.write_seconds += time.monotonic() - t
+
     try:
+        t = time.monotonic()
         for block in blocks:
-            # psycopg's COPY hands out one row per block (`read_copy` gathers them); the
-            # decoder wants big chunks (fixed cost per call, GIL released only for large ones)
+            stats.wait_seconds += time.monotonic() - t
+            # the decoder wants big chunks (fixed cost per call, GIL released only for large
+            # ones); `read_copy` gives them, other callers may not
             if not buf and len(block) >= FEED_BYTES:
                 dec.feed(block)
             else:
                 buf += block
                 if len(buf) < FEED_BYTES:
+                    t = time.monotonic()
                     continue
                 dec.feed(buf)
                 buf.clear()
             if dec.pending_bytes() >= chunk_bytes:
-                for step in dec.drain():
-                    _apply_step(conn, by_name, step, stats)
+                apply_drained()
+            t = time.monotonic()
     finally:
         # a failed apply ends the provider's COPY now, before the fallback reads it again
         close = getattr(blocks, "close", None)
@@ -375,8 +359,7 @@ def _apply_stream(
             close()
     dec.feed(buf)
     dec.finish()
-    for step in dec.drain():
-        _apply_step(conn, by_name, step, stats)
+    apply_drained()
     stats.decoder = dec.stats()
     stats.other_events = dec.other_events()
 

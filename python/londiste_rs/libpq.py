@@ -13,13 +13,14 @@ import contextlib
 import ctypes
 import functools
 import select
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
-from londiste_rs._native import LIBPQ_FUNCTIONS, LibPq
+from londiste_rs._native import LIBPQ_FUNCTIONS, CopyReader, LibPq
 from londiste_rs.errors import LondisteError
 
 
@@ -95,6 +96,25 @@ def copy_between(src: psycopg.Connection[Any], copy_out: bytes,
     return int(res.command_tuples or 0), moved
 
 
+def read_copy(conn: psycopg.Connection[Any], copy_out: bytes, chunk: int) -> Iterator[bytes]:
+    """The data of `copy_out` (COPY ... TO STDOUT) in chunks of at least `chunk` bytes (the
+    last one smaller), read ahead in Rust by a thread of its own while the caller works on
+    the previous chunks. Closing the iterator early cancels the COPY. The source's error is
+    raised after its last chunk."""
+    _start(conn, copy_out, pq.ExecStatus.COPY_OUT)
+    reader = libpq().reader(ptr(conn), chunk)
+    try:
+        yield from reader
+    except BaseException:  # also GeneratorExit: the consumer stopped early
+        _stop_copy_out(conn, reader)
+        raise
+    reader.close()
+    res = _results(conn)  # raises the source's error, if it failed
+    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.OperationalError(f"the COPY ended without its result: "
+                                       f"{_text(conn, conn.pgconn.error_message)}")  # fmt: skip
+
+
 def _text(conn: psycopg.Connection[Any], message: bytes) -> str:
     return message.decode(conn.info.encoding, "replace").strip() or "connection failed"
 
@@ -162,10 +182,13 @@ def _abort_copy_in(conn: psycopg.Connection[Any]) -> None:
         _end_copy_in(conn, b"the copy's source failed")
 
 
-def _stop_copy_out(conn: psycopg.Connection[Any]) -> None:
-    """Cancels the COPY TO STDOUT on `conn` and drops what it still sends."""
+def _stop_copy_out(conn: psycopg.Connection[Any], reader: CopyReader | None = None) -> None:
+    """Cancels the COPY TO STDOUT on `conn` and drops what it still sends (after `reader`,
+    reading it, has stopped)."""
     with contextlib.suppress(psycopg.Error, OSError):
         conn.cancel_safe(timeout=5)
+        if reader is not None:
+            reader.close()
         pg = conn.pgconn
         while (n := pg.get_copy_data(0)[0]) >= 0:
             if n == 0:

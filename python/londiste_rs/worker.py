@@ -342,7 +342,8 @@ class Worker:
         release_copy_snapshots(local, prov, self.queue, last_batch.cur_tick_id)
         self.stats_applied += stats.upserts + stats.deletes
         log.info(
-            "applied ticks %s..%s (%d batch%s): %d upserts, %d deletes, %d truncates in %.3fs%s",
+            "applied ticks %s..%s (%d batch%s): %d upserts, %d deletes, %d truncates in %.3fs"
+            " (%.3fs waiting for the provider, %.3fs writing)%s",
             batches[0].prev_tick_id,
             last_batch.cur_tick_id,
             len(batches),
@@ -351,6 +352,8 @@ class Worker:
             stats.deletes,
             stats.truncates,
             stats.seconds,
+            stats.wait_seconds,
+            stats.write_seconds,
             " (exact order)" if stats.exact_order else "",
         )
         return True

@@ -9,6 +9,8 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::fmt;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
 
 type GetCopyData = unsafe extern "C" fn(*mut c_void, *mut *mut c_char, c_int) -> c_int;
 type PutCopyData = unsafe extern "C" fn(*mut c_void, *const c_char, c_int) -> c_int;
@@ -150,6 +152,60 @@ impl LibPq {
             }
         }
         Ok(())
+    }
+}
+
+/// The data of a COPY OUT, read ahead by a thread of its own in chunks of at least `chunk`
+/// bytes (the last one smaller), while the caller works on the previous ones. At most
+/// `depth` chunks wait, so memory stays bounded however long the stream.
+pub struct Reader {
+    chunks: Option<Receiver<Vec<u8>>>,
+    thread: Option<JoinHandle<Result<(), Failed>>>,
+}
+
+impl Reader {
+    /// Takes `src` over until `close` returns: nothing else may use it meanwhile.
+    pub fn start(lib: LibPq, src: Conn, chunk: usize, depth: usize) -> Reader {
+        let (tx, rx) = sync_channel::<Vec<u8>>(depth);
+        let thread = std::thread::spawn(move || {
+            loop {
+                let mut block = Vec::with_capacity(chunk + (64 << 10));
+                let ended = lib.read(src, &mut block, chunk)?;
+                // an Err: the receiver is gone (`close`), stop reading
+                if !block.is_empty() && tx.send(block).is_err() {
+                    return Ok(());
+                }
+                if ended {
+                    return Ok(());
+                }
+            }
+        });
+        Reader {
+            chunks: Some(rx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The next chunk, waiting for it; None once the stream ended (or failed: see `close`).
+    pub fn next(&mut self) -> Option<Vec<u8>> {
+        self.chunks.as_ref()?.recv().ok()
+    }
+
+    /// Stops reading and waits for the thread: at once when the COPY ended; otherwise the
+    /// caller must first make the server end it (cancel), or this waits for its end. Err:
+    /// the source failed (its result holds the error).
+    pub fn close(&mut self) -> Result<(), Failed> {
+        self.chunks = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Err(Failed::Source)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.close();
     }
 }
 

@@ -274,6 +274,53 @@ impl PyLibPq {
             Err(side) => (0, Some(side.to_string())),
         }
     }
+
+    /// Starts reading the COPY OUT running on `src` (a `pgconn_ptr`) in a thread of its own,
+    /// in chunks of at least `chunk` bytes, at most `depth` of them waiting. The connection
+    /// is the reader's until its `close()` returned.
+    #[pyo3(signature = (src, chunk, depth = 2))]
+    fn reader(&self, src: usize, chunk: usize, depth: usize) -> PyCopyReader {
+        // SAFETY: the caller owns the live connection and leaves it to the reader.
+        #[allow(unsafe_code)]
+        let src = unsafe { pq::Conn::from_ptr(src) };
+        PyCopyReader {
+            inner: std::sync::Mutex::new(pq::Reader::start(self.inner, src, chunk.max(1), depth)),
+        }
+    }
+}
+
+/// A COPY OUT's data read ahead in Rust (`pq::Reader`); iterate for its chunks, then `close`.
+#[pyclass(name = "CopyReader", module = "londiste_rs._native")]
+struct PyCopyReader {
+    // pyclasses must be Sync; one thread at a time uses a reader anyway
+    inner: std::sync::Mutex<pq::Reader>,
+}
+
+#[pymethods]
+impl PyCopyReader {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let chunk = py.detach(|| self.lock().next())?;
+        Some(PyBytes::new(py, &chunk))
+    }
+
+    /// Stops reading, waiting for the thread (cancel the query first to stop a running COPY):
+    /// None, or "source" when the source's COPY failed.
+    fn close(&self, py: Python<'_>) -> Option<String> {
+        py.detach(|| self.lock().close())
+            .err()
+            .map(|side| side.to_string())
+    }
+}
+
+impl PyCopyReader {
+    fn lock(&self) -> std::sync::MutexGuard<'_, pq::Reader> {
+        // a panic while holding it cannot leave the reader half-updated: take it anyway
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[pymodule]
@@ -283,6 +330,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
     m.add_class::<PyBatchDecoder>()?;
     m.add_class::<PyLibPq>()?;
+    m.add_class::<PyCopyReader>()?;
     m.add("LIBPQ_FUNCTIONS", pq::FUNCTIONS.to_vec())?;
     Ok(())
 }

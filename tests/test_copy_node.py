@@ -241,3 +241,69 @@ def test_resync_from_a_node_ahead_of_the_provider(
     finally:
         for w in (bw, lw, l2w):
             w.close()
+
+
+def test_find_copy_node_copies_from_the_nearest_node_that_has_the_table(
+    tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster
+):
+    """root -> branch1 (replicates t) -> branch2 (does not) -> leaf. The leaf's provider does
+    not have t: add-table says so and names --find-copy-node, which copies t from branch1
+    while branch2 passes t's events on; u is only on the root, which cannot give the copy."""
+    root_db, b1_db, b2_db, leaf_db = (
+        make_db(provider_cluster),
+        make_db(subscriber_cluster),
+        make_db(third_cluster),
+        make_db(subscriber_cluster),
+    )
+    for db in (root_db, b1_db, b2_db, leaf_db):
+        db.sql(SCHEMA)
+    root_db.sql("insert into t select i, 0, 'x' from generate_series(1, 2000) i")
+    dbs = {"root": root_db, "b1": b1_db, "b2": b2_db, "leaf": leaf_db}
+    inis = {n: job_ini(tmp_path, n, db.dsn) for n, db in dbs.items()}
+    ok(str(inis["root"]), "create-root", "root")
+    ok(str(inis["root"]), "add-table", "--all")
+    ok(str(inis["b1"]), "create-branch", "b1", f"--provider={root_db.dsn}")
+    ok(str(inis["b1"]), "add-table", "t")
+    ok(str(inis["b2"]), "create-branch", "b2", f"--provider={b1_db.dsn}")
+    ok(str(inis["leaf"]), "create-leaf", "leaf", f"--provider={b2_db.dsn}")
+    b1w, b2w, lw = (Worker(load_job_config(inis[n])) for n in ("b1", "b2", "leaf"))
+    try:
+        for i in range(2):  # b1's copy done and as of a tick
+            root_db.sql(f"update t set n = n + 1 where id % 3 = {i}")
+            tick(root_db)
+            drain(b1w, b2w, lw)
+        assert "--find-copy-node" in one_line_error(run_cli(str(inis["leaf"]), "add-table", "t"))
+        assert "replicated only by the root root" in one_line_error(
+            run_cli(str(inis["leaf"]), "add-table", "u", "--find-copy-node")
+        )
+        assert "use one of them" in one_line_error(
+            run_cli(str(inis["leaf"]), "add-table", "t", "--find-copy-node", "--copy-node=b1")
+        )
+        assert json.loads(ok(str(inis["leaf"]), "tables", "--json")) == []
+
+        assert "Table added: public.t" in ok(
+            str(inis["leaf"]), "add-table", "t", "--find-copy-node"
+        )
+        assert state(inis["leaf"])["copy_node"] == "b1"
+        with Writer(root_db) as writer:
+            step_until(lambda: state(inis["leaf"])["state"] == "ok", b1w, b2w, lw)
+            step_until(lambda: writer.writes > 100, b1w, b2w, lw, limit=100_000)
+        tick(root_db)
+        drain(b1w, b2w, lw)
+        assert content(leaf_db) == content(root_db) == content(b1_db)
+        assert b2_db.sql("select count(*) from t") == [(0,)]  # b2 never had t's rows
+
+        # resync --find-copy-node: once b2 replicates t, the leaf's provider is the source
+        ok(str(inis["b2"]), "add-table", "t")
+        drain(b1w, b2w)
+        assert "Table to copy again: public.t" in ok(
+            str(inis["leaf"]), "resync", "t", "--find-copy-node"
+        )
+        assert state(inis["leaf"])["copy_node"] is None
+        root_db.sql("update t set n = n + 1 where id < 50")
+        tick(root_db)
+        drain(b1w, b2w, lw)
+        assert content(leaf_db) == content(root_db) == content(b2_db)
+    finally:
+        for w in (b1w, b2w, lw):
+            w.close()

@@ -174,10 +174,13 @@ def add_tables(
     dest_table: str | None = None,
     skip_truncate: bool = False,
     copy_node: str | None = None,
+    find_copy_node: bool = False,
 ) -> list[str]:
     """Registers tables on the config's node (see the module doc), all in one transaction;
     returns the names added (tables already there are left as they are). `copy_node`: the
-    initial copy reads from that node of the cascade instead of the provider."""
+    initial copy reads from that node of the cascade instead of the provider;
+    `find_copy_node`: from the nearest node up the provider chain that has the table (so
+    the provider need not replicate it)."""
     if not names and not all_:
         raise UsageError("add-table needs table names or --all")
     if names and all_:
@@ -189,7 +192,8 @@ def add_tables(
         if info.node_type == "root":
             used = [o for o, on in (("--create", create), ("--create-full", create_full),
                     ("--dest-table", dest_table), ("--skip-truncate", skip_truncate),
-                    ("--expect-sync", expect_sync), ("--copy-node", copy_node)) if on]  # fmt: skip
+                    ("--expect-sync", expect_sync), ("--copy-node", copy_node),
+                    ("--find-copy-node", find_copy_node)) if on]  # fmt: skip
             if used:
                 raise UsageError(
                     f"{used[0]} is for a branch or leaf; on the root add-table only attaches "
@@ -211,14 +215,22 @@ def add_tables(
                     _register(conn, queue, t, "ok", None, "")
                     added.append(str(t))
             return added
-        if copy_node is not None and expect_sync:
+        sources = (("--copy-node", copy_node is not None), ("--find-copy-node", find_copy_node),
+                   ("--expect-sync", expect_sync))  # fmt: skip
+        chosen = [o for o, on in sources if on]
+        if len(chosen) > 1:
             raise UsageError(
-                "--copy-node chooses where the initial copy reads from, and --expect-sync "
-                "skips the copy; use one of them"
+                f"{chosen[0]} and {chosen[1]} contradict each other (where the initial copy "
+                "reads from, or no copy at all); use one of them"
             )
         with connect(_provider(info), autocommit=True, what="provider") as prov:
             carried = _local_tables(prov, queue)
             where = f"the tables provider {info.provider_node} replicates"
+            upstream: dict[str, _Holder] = {}
+            if find_copy_node:
+                upstream = nearest_holders(cfg, info)
+                carried += [name_of(t) for t in upstream if name_of(t) not in carried]
+                where = f"the tables of provider {info.provider_node} and the nodes above it"
             if all_:
                 wanted = carried
             else:
@@ -227,12 +239,15 @@ def add_tables(
                     try:
                         hits = ddl.select([pattern], carried, where=where)
                     except TableError:
+                        if find_copy_node:
+                            raise
                         if not expect_sync:
                             raise TableError(
                                 f"table {pattern!r} is not replicated by provider "
                                 f"{info.provider_node}; add it there first (add-table on the "
-                                "root, then on each node down to this one), or use "
-                                "--expect-sync if this node has its rows already"
+                                "root, then on each node down to this one), use "
+                                "--find-copy-node to copy it from a node above the provider, "
+                                "or --expect-sync if this node has its rows already"
                             ) from None
                         hits = ddl.resolve(conn, [pattern], where=f"node {info.node_name}")
                     wanted += [h for h in hits if h not in wanted]
@@ -248,8 +263,9 @@ def add_tables(
             attr_map = {"skip_truncate": "1"} if skip_truncate else {}
             if copy_node is not None:
                 check_copy_node(cfg, conn, info, copy_node, [str(t) for t in wanted])
-                attr_map["copy_node"] = copy_node
-            attrs = urlencode(attr_map)
+            nodes = {str(t): copy_node for t in wanted}
+            if find_copy_node:
+                nodes = {str(t): found_copy_node(info, str(t), upstream) for t in wanted}
             with conn.transaction():
                 for t in wanted:
                     if dest_table is not None:
@@ -259,13 +275,21 @@ def add_tables(
                     elif ddl.exists(conn, t):
                         dest = None
                     elif create or create_full:
-                        _create(prov, conn, t, create_full)
+                        holder = upstream.get(str(t))
+                        if nodes[str(t)] and holder is not None:  # the provider may lack it
+                            with connect(holder.location, autocommit=True,
+                                         what=f"node {holder.node}") as there:  # fmt: skip
+                                _create(there, conn, t, create_full)
+                        else:
+                            _create(prov, conn, t, create_full)
                         dest = None
                     else:
                         raise TableError(
                             f"table {t} does not exist in {conn.info.dbname}; create it with "
                             "the provider's columns, or add it with --create / --create-full"
                         )
+                    node = nodes[str(t)]
+                    attrs = urlencode({**attr_map, **({"copy_node": node} if node else {})})
                     _register(conn, queue, t, state, dest, attrs)
                 if wanted and state is None:
                     _notify(conn, queue)
@@ -327,11 +351,20 @@ def remove_tables(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
         return [str(t) for t in wanted]
 
 
-def resync(cfg: JobConfig, names: list[str], all_: bool, copy_node: str | None = None) -> list[str]:
+def resync(
+    cfg: JobConfig,
+    names: list[str],
+    all_: bool,
+    copy_node: str | None = None,
+    find_copy_node: bool = False,
+) -> list[str]:
     """Makes the worker copy tables again (also failed ones); `copy_node` (stored) changes
-    the node the copy reads from (the provider's name: the provider again)."""
+    the node the copy reads from (the provider's name: the provider again);
+    `find_copy_node` chooses it per table as add-table's does."""
     if not names and not all_:
         raise UsageError("resync needs table names or --all")
+    if copy_node is not None and find_copy_node:
+        raise UsageError("--copy-node and --find-copy-node contradict each other; use one")
     queue = cfg.queue_name
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         info = _node(cfg, conn, "resync", SUBSCRIBERS)
@@ -339,14 +372,20 @@ def resync(cfg: JobConfig, names: list[str], all_: bool, copy_node: str | None =
         wanted = have if all_ else ddl.select(names, have, where=f"node {info.node_name}'s tables")
         if copy_node is not None:
             check_copy_node(cfg, conn, info, copy_node, [str(t) for t in wanted])
+        nodes: dict[str, str | None] = {str(t): copy_node for t in wanted}
+        if find_copy_node:
+            upstream = nearest_holders(cfg, info)
+            nodes = {str(t): found_copy_node(info, str(t), upstream) for t in wanted}
         with conn.transaction():
             rows = conn.execute(
                 "select table_name, coalesce(table_attrs, '') from londiste_rs.table_info"
                 " where queue_name = %s and table_name = any(%s)",
                 [queue, [str(t) for t in wanted]],
             ).fetchall()
-            for table, text in rows if copy_node is not None else []:
-                attrs = {**_attrs(text), "copy_node": copy_node}
+            for table, text in rows if copy_node is not None or find_copy_node else []:
+                attrs = {k: v for k, v in _attrs(text).items() if k != "copy_node"}
+                if nodes[str(table)] is not None:
+                    attrs["copy_node"] = str(nodes[str(table)])
                 conn.execute(
                     "update londiste_rs.table_info set table_attrs = %s"
                     " where queue_name = %s and table_name = %s",
@@ -437,6 +476,54 @@ def copy_node_location(cfg: JobConfig, conn: Conn, info: NodeInfo, node: str) ->
             up = get_node_info(here, cfg.queue_name)
             location = None if up is None else up.provider_location
     return None
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """The nearest node up the provider chain that replicates a table."""
+
+    node: str
+    node_type: str
+    location: str
+
+
+def nearest_holders(cfg: JobConfig, info: NodeInfo) -> dict[str, _Holder]:
+    """For every table replicated by the provider or a node above it (up to the root): the
+    nearest such node (`--find-copy-node`)."""
+    found: dict[str, _Holder] = {}
+    seen: set[str] = set()
+    location = info.provider_location
+    with contextlib.ExitStack() as stack:
+        while location and location not in seen and len(seen) < 32:
+            seen.add(location)
+            conn = stack.enter_context(connect(location, autocommit=True, what="upstream node"))
+            up = get_node_info(conn, cfg.queue_name)
+            if up is None:
+                break
+            for t in _local_tables(conn, cfg.queue_name):
+                found.setdefault(str(t), _Holder(up.node_name, up.node_type, location))
+            location = up.provider_location
+    return found
+
+
+def found_copy_node(info: NodeInfo, table: str, upstream: dict[str, _Holder]) -> str | None:
+    """The --copy-node `--find-copy-node` chooses for `table`: None for the provider, else the
+    nearest branch or leaf above it that has the table. Refuses (one line) when no node or
+    only a root further up has it: a root's rows are not as of a tick of this queue."""
+    holder = upstream.get(table)
+    if holder is None:
+        raise TableError(
+            f"table {table} is not replicated by provider {info.provider_node} or any node "
+            "above it; add it on the root first"
+        )
+    if holder.node == info.provider_node:
+        return None
+    if holder.node_type == "root":
+        raise TableError(
+            f"table {table} is replicated only by the root {holder.node}, which can give the "
+            f"initial copy only to its own subscribers; add it on {info.provider_node} first"
+        )
+    return holder.node
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ CopyNodeOpt = typer.Option(
     help="Read the initial copy from this node of the cascade (a branch or leaf that has the "
     "table ok) instead of the provider; stored per table.",
 )
+FindCopyNodeOpt = typer.Option(
+    False,
+    "--find-copy-node",
+    help="Read the initial copy from the nearest node up the provider chain that has the "
+    "table (the provider need not replicate it); stored per table as its copy node.",
+)
 
 
 def _say(verb: str, names: list[str]) -> None:
@@ -66,6 +72,7 @@ def add_table(
         False, "--skip-truncate", help="The copy keeps the rows the local table has."
     ),
     copy_node: str = CopyNodeOpt,
+    find_copy_node: bool = FindCopyNodeOpt,
     wait: bool = typer.Option(False, "--wait-sync", help="Then wait until all tables are ok."),
     timeout: float = TimeoutOpt,
 ) -> None:
@@ -83,6 +90,7 @@ def add_table(
         dest_table=dest_table,
         skip_truncate=skip_truncate,
         copy_node=copy_node,
+        find_copy_node=find_copy_node,
     )
     _say("Table added", added)
     if wait:
@@ -151,12 +159,14 @@ def resync_cmd(
     tables: list[str] = TablesArg,
     all_: bool = AllOpt,
     copy_node: str = CopyNodeOpt,
+    find_copy_node: bool = FindCopyNodeOpt,
 ) -> None:
     """Copy tables again (also failed ones): the worker empties and reloads them
     (--copy-node=PROVIDER goes back to copying from the provider)."""
     from londiste_rs.tables import resync
 
-    _say("Table to copy again", resync(_cfg(config), list(tables or []), all_, copy_node))
+    names = resync(_cfg(config), list(tables or []), all_, copy_node, find_copy_node)
+    _say("Table to copy again", names)
 
 
 @app.command("wait-sync")

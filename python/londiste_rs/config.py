@@ -44,6 +44,8 @@ class JobConfig:
     batch_collect_interval: float | None
     keep_lag: float | None
     apply_chunk_bytes: int
+    # work_mem of the provider session reading a batch: its ORDER BY ev_id sorts in memory
+    batch_work_mem: int
     remote_extra_connstr: str
     node_name: str | None
     public_node_location: str | None
@@ -195,6 +197,7 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         batch_collect_interval=s.optional_number("pgq_batch_collect_interval"),
         keep_lag=s.optional_number("pgq_keep_lag"),
         apply_chunk_bytes=s.size("apply_chunk_bytes", 64 << 20),
+        batch_work_mem=s.size("batch_work_mem", 256 << 20),
         remote_extra_connstr=s.text("remote_extra_connstr"),
         node_name=s.text("node_name") or None,
         public_node_location=s.text("public_node_location") or None,

@@ -272,6 +272,11 @@ class Worker:
         queries: list[str] = []
         finished_done = False
         with prov.transaction():
+            # the batch's events are sorted by ev_id on the provider: in memory, not spilled
+            # to disk as with the default 4MB (a third of the read time at 300k events)
+            prov.execute(
+                "select set_config('work_mem', %s, true)", [f"{self.cfg.batch_work_mem >> 10}kB"]
+            )
             events = 0
             while True:
                 b = self._next_batch(prov)

@@ -28,7 +28,7 @@ class Sizes:
     timeout: float  # for any one wait
 
 
-FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=75_000, capture_txns=50_000,
+FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=250_000, capture_txns=50_000,
              lag_rate=100, lag_seconds=10, many_scale=1, timeout=900)  # fmt: skip
 QUICK = Sizes(runs=1, copy_scale=1, small_scale=1, backlog_txns=2_000, capture_txns=2_000,
               lag_rate=50, lag_seconds=3, many_scale=0.05, timeout=120)  # fmt: skip

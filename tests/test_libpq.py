@@ -4,6 +4,8 @@ connections usable again after either side fails."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -66,3 +68,25 @@ def test_source_error_is_raised_and_nothing_is_written(provider_db, subscriber_d
         dst.rollback()
         assert dst.execute("select count(*) from t").fetchone() == (0,)
         assert src.execute("select 1").fetchone() == (1,)
+
+
+def test_target_error_wins_over_the_cancel_it_caused(provider_db, subscriber_db):
+    """The target fails on its first row while the source still streams; cancelling the
+    source (as the copy's monitor does on seeing the target fail) ends the relay at once, and
+    the error raised is the target's, not the cancel."""
+    subscriber_db.sql(TABLE)
+    subscriber_db.sql("insert into t values (1, 'already here')")
+    # a select-list SRF streams (in FROM it would be materialized first)
+    endless = b"copy (select generate_series(1, 200000000), 'p') to stdout (format binary)"
+    with _pair(provider_db, subscriber_db) as (src, dst):
+        timer = threading.Timer(0.5, src.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.UniqueViolation, match="t_pkey"):
+            libpq.copy_between(src, endless, dst, IN)
+        timer.join()
+        assert time.monotonic() - started < 30
+        src.rollback()
+        dst.rollback()
+        assert src.execute("select 1").fetchone() == (1,)
+        assert dst.execute("select count(*) from t").fetchone() == (1,)

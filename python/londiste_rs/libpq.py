@@ -89,6 +89,11 @@ def copy_between(src: psycopg.Connection[Any], copy_out: bytes,
         raise psycopg.OperationalError(_text(dst, dst.pgconn.error_message))
     try:
         _results(src)  # raises the source's error, if it failed
+    except psycopg.errors.QueryCanceled as e:
+        # cancelled because the target failed first (the copy's monitor does that): the
+        # target's error is the one to report
+        _abort_copy_in(dst, e)
+        raise
     except BaseException:
         _abort_copy_in(dst)
         raise
@@ -176,10 +181,20 @@ def _end_copy_in(conn: psycopg.Connection[Any], error: bytes | None) -> pq.abc.P
     return res
 
 
-def _abort_copy_in(conn: psycopg.Connection[Any]) -> None:
-    """Ends the COPY FROM STDIN on `conn` as failed, while the caller raises the real error."""
-    with contextlib.suppress(psycopg.Error, OSError):
-        _end_copy_in(conn, b"the copy's source failed")
+_ABORTED = b"the copy's source failed"
+
+
+def _abort_copy_in(conn: psycopg.Connection[Any], cause: BaseException | None = None) -> None:
+    """Ends the COPY FROM STDIN on `conn` as failed, while the caller raises the source's
+    error; with `cause`, the target's own earlier error (if it had one) is raised instead,
+    from `cause`."""
+    try:
+        _end_copy_in(conn, _ABORTED)
+    except psycopg.Error as e:
+        if cause is not None and _ABORTED.decode() not in str(e):
+            raise e from cause
+    except OSError:
+        pass
 
 
 def _stop_copy_out(conn: psycopg.Connection[Any], reader: CopyReader | None = None) -> None:

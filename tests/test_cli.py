@@ -36,8 +36,14 @@ def test_config_first_order_is_accepted():
     assert normalize_argv(["ticker", "-d", "ticker.ini"]) == ["ticker", "-d", "ticker.ini"]
 
 
-def test_unknown_verb_is_one_line_error():
-    out = run_cli("no-such-verb")
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    assert "no-such-verb" in out.stderr
+def test_usage_mistakes_are_one_line_errors(tmp_path):
+    ini = str(tmp_path / "node.ini")
+    for args, says in [
+        (["no-such-verb"], "ERROR: No such command 'no-such-verb'; see 'londiste-rs --help'"),
+        ([ini, "add-table", "--bogus"],
+         "ERROR: No such option: --bogus; see 'londiste-rs add-table --help'"),
+        (["add-table"], "ERROR: Missing argument 'CONFIG.ini'; see 'londiste-rs add-table --help'"),
+    ]:  # fmt: skip
+        out = run_cli(*args)
+        assert out.returncode == 2
+        assert out.stderr == says + "\n"

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 import psycopg
+import typer
 
 import londiste_rs.cli as _cli_package
 from londiste_rs.cli.app import OPTIONS, app
@@ -59,23 +60,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     debug = bool(os.environ.get("LONDISTE_RS_DEBUG")) or any(_is_verbose(a) for a in args)
     try:
-        # Typer (standalone) prints its own usage errors and exits 2; ours come out as exceptions.
-        app(args=args, prog_name="londiste-rs")
+        # not standalone: Typer's usage errors come out as exceptions too, for one line each
+        code = app(args=args, prog_name="londiste-rs", standalone_mode=False)
     except LondisteError as e:
         _fail(f"ERROR: {redact(str(e))}", e.exit_code, debug)
     except psycopg.Error as e:
         # A database error nobody translated: still one line, with the server's own words.
         msg = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         _fail(f"ERROR: database error: {msg}", 1, debug)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", 130, False)
     except Exception as e:
+        usage = _usage_error(e)
+        if usage is not None:
+            _fail(f"ERROR: {usage}", int(getattr(e, "exit_code", 2)), debug)
         _fail(
             f"internal error: {type(e).__name__}: {redact(str(e))} "
             "(run with -v for the traceback, and please report it)",
             70,
             debug,
         )
+
+    if isinstance(code, int) and code != 0:  # typer.Exit(n), or Ctrl-C during a verb (130)
+        sys.exit(code)
+
+
+def _usage_error(e: Exception) -> str | None:
+    """A wrong verb, option or argument (Click's usage errors, inside Typer): its message
+    and where to look, else None."""
+    message = getattr(e, "format_message", None)
+    if not callable(message) or not hasattr(e, "exit_code"):
+        return None
+    ctx = getattr(e, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "londiste-rs"
+    return f"{str(message()).rstrip('.')}; see '{where} --help'"
 
 
 def _fail(message: str, code: int, debug: bool) -> None:

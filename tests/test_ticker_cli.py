@@ -128,7 +128,7 @@ def test_reload_and_stop_through_a_job_file(tmp_path: Path, provider_db: Any) ->
 
 
 def test_foreground_logs_to_stderr_too(tmp_path: Path, provider_db: Any) -> None:
-    write_ticker_ini(tmp_path, provider_db)
+    write_ticker_ini(tmp_path, provider_db, stats_period=0.2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "londiste_rs", "ticker", "ticker.ini"],
         cwd=tmp_path,
@@ -137,6 +137,7 @@ def test_foreground_logs_to_stderr_too(tmp_path: Path, provider_db: Any) -> None
     )
     pid = started_pid(tmp_path)
     assert pid == proc.pid
+    wait_for("a stats line", lambda: "{ticks: " in (tmp_path / "log/ticker.log").read_text())
     # `-s` (SIGINT) is a safe stop for a foreground ticker too.
     out = cli(tmp_path, "-s", "ticker.ini")
     assert out.returncode == 0, out.stderr
@@ -144,6 +145,7 @@ def test_foreground_logs_to_stderr_too(tmp_path: Path, provider_db: Any) -> None
     assert proc.returncode == 0
     assert START.match(err.splitlines()[0])
     assert f"INFO {provider_db.name}: no londiste_rs schema, skipped" in err
+    assert "INFO {ticks: 0, maint: 0, retry: 0, databases: 0}" in err  # every stats_period
 
 
 def test_daemon_without_pidfile_is_refused(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class TickerConfig:
     maint_period: float
     retry_period: float
     check_period: float
+    stats_period: float
     connection_lifetime: float
 
 
@@ -222,5 +223,6 @@ def load_ticker_config(path: str | os.PathLike[str]) -> TickerConfig:
         maint_period=s.number("maint_period", 120.0),
         retry_period=s.number("retry_period", 30.0),
         check_period=s.number("check_period", 60.0),
+        stats_period=s.number("stats_period", 30.0),
         connection_lifetime=s.number("connection_lifetime", 3600.0),
     )

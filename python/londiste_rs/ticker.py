@@ -8,7 +8,8 @@ One loop, one autocommit connection per database. Per database, every
 - `retry_period`: `londiste_rs.maint_retry_events()`, again while it returns a positive count;
 - `check_period`: the database list is rescanned (an empty `database_list` means every database
   that accepts connections, found from `initial_database`) and databases without our schema are
-  looked at again.
+  looked at again;
+- `stats_period`: one log line of ticks and maintenance done.
 A database that fails (server restart, dropped schema, bad SQL) logs one line, loses its
 connection and is retried with a backoff; the ticker itself never stops for it.
 """
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "londiste_rs"
 BACKOFF_MAX = 30.0  # seconds between reconnect attempts, at most
-STATS_PERIOD = 30.0  # pgqd's default stats_period
 MAX_REPEAT = 100  # calls of one maintenance function per round, at most
 
 
@@ -194,7 +194,7 @@ class Ticker:
         self.dbs: dict[str, DatabaseTicker] = {}
         self.next_scan = 0.0
         self.scan_failures = 0
-        self.next_stats = time.monotonic() + STATS_PERIOD
+        self.next_stats = time.monotonic() + self.cfg.stats_period
 
     def run(self) -> None:
         """The daemon body: runs until SIGINT/SIGTERM (see londiste_rs.daemon)."""
@@ -273,7 +273,7 @@ class Ticker:
         log.info("{ticks: %d, maint: %d, retry: %d, databases: %d}", ticks, maint, retry, ticking)
         for d in self.dbs.values():
             d.ticks = d.maint_calls = d.retry_calls = 0
-        self.next_stats = now + STATS_PERIOD
+        self.next_stats = now + self.cfg.stats_period
 
 
 def run_ticker(cfg: TickerConfig) -> None:

@@ -290,6 +290,32 @@ def test_copy_tables_in_parallel(provider_db, subscriber_db):
     assert [r.rows for r in e.value.results] == [1000] and list(e.value.errors) == ["missing"]
 
 
+def test_copy_tables_largest_first(provider_db, subscriber_db):
+    """The biggest heaps start first (no tail of big copies after the small ones); the results
+    keep the order asked. A partitioned table counts with its partitions' size."""
+    provider_db.sql("create table p (aid int primary key, filler text) partition by range (aid)")
+    provider_db.sql("create table p1 partition of p for values from (0) to (100000)")
+    subscriber_db.sql("create table p (aid int primary key, filler text)")
+    for db in (provider_db, subscriber_db):
+        for t in ("small", "big", "mid"):
+            db.sql(ACCOUNTS.format(t))
+    for t, n in (("small", 100), ("big", 5000), ("mid", 1000)):
+        provider_db.sql(f"insert into {t} select g, 1, 0, '' from generate_series(1, {n}) g")
+    provider_db.sql("insert into p select g, repeat('x', 100) from generate_series(1, 3000) g")
+    finished: list[str] = []
+
+    def note(p: Progress) -> None:
+        if p.done:
+            finished.append(p.table)
+
+    results = copy_tables(provider_db.dsn, subscriber_db.dsn, ["small", "big", "p", "mid"],
+                          parallel_copies=1, progress=note)  # fmt: skip
+    assert finished == ["public.big", "public.p", "public.mid", "public.small"]
+    assert [str(r.source) for r in results] == [
+        "public.small", "public.big", "public.p", "public.mid",
+    ]  # fmt: skip
+
+
 def test_progress_printer_tty_and_log(caplog):
     p = Progress("public.t", 500, 2 << 20, 1000, 2.0)
     assert p.rate == 250 and p.eta == 2.0 and p.fraction == 0.5

@@ -549,10 +549,12 @@ def copy_tables(
     jobs: int = 1,
     **options: Any,
 ) -> list[CopyResult]:
-    """Copies several tables, `parallel_copies` at a time, each with up to `jobs` ranges and
-    its own snapshot (each table joins the event stream on its own). A (source, dest) pair
-    copies into a differently named table. Every table is attempted; if some fail, CopyFailed
-    names them and carries the results of the others."""
+    """Copies several tables, `parallel_copies` at a time, largest first (the longest copies
+    start at once instead of forming a tail after the small ones), each with up to `jobs`
+    ranges and its own snapshot (each table joins the event stream on its own). The order
+    says nothing about foreign keys (several tables load at once): defer them. A (source,
+    dest) pair copies into a differently named table. Every table is attempted; if some
+    fail, CopyFailed names them and carries the results of the others (in the order given)."""
     pairs = [t if isinstance(t, tuple) else (t, None) for t in tables]
     results: dict[int, CopyResult] = {}
     errors: dict[str, str] = {}
@@ -571,8 +573,9 @@ def copy_tables(
         with lock:
             results[i] = res
 
+    order = _largest_first(src_dsn, [s for s, _ in pairs])
     with ThreadPoolExecutor(max_workers=max(1, parallel_copies)) as pool:
-        for f in [pool.submit(one, i, s, d) for i, (s, d) in enumerate(pairs)]:
+        for f in [pool.submit(one, i, *pairs[i]) for i in order]:
             f.result()
     ordered = [results[i] for i in sorted(results)]
     if errors:
@@ -584,3 +587,34 @@ def copy_tables(
             not_ready,
         )
     return ordered
+
+
+# A table's heap size on the provider (a partitioned table's: its partitions'); 0 when the
+# table is not there (its copy reports that).
+_SIZES = """
+select coalesce((select sum(pg_relation_size(relid)) from pg_partition_tree(r)),
+                pg_relation_size(r), 0)::int8
+from unnest(%s::text[]) with ordinality u(name, i), to_regclass(u.name) r
+order by u.i
+"""
+
+
+def _largest_first(src_dsn: str, sources: Sequence[str | TableName]) -> list[int]:
+    """Indices of `sources` by heap size on the provider, largest first (ties keep their
+    order), read in one catalog query; the given order when the provider cannot be asked
+    (the copies then report why)."""
+    if len(sources) < 2:
+        return list(range(len(sources)))
+    names: list[str | None] = []
+    for s in sources:
+        try:
+            names.append(ddl.quoted_name(s if isinstance(s, TableName) else ddl.name_of(s)))
+        except TableError:  # not a valid name: its copy says so
+            names.append(None)
+    try:
+        with connect(src_dsn, autocommit=True, what="provider") as conn:
+            sizes = [int(r[0]) for r in conn.execute(_SIZES, [names]).fetchall()]
+    except (LondisteError, psycopg.Error) as e:
+        log.debug("table sizes not read, copying in the given order: %s", first_line(e))
+        return list(range(len(sources)))
+    return sorted(range(len(sources)), key=lambda i: -sizes[i])

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs import daemon
+from londiste_rs import daemon, libpq
 from londiste_rs.apply import (
     TablePlan,
     TypeMap,
@@ -404,18 +404,14 @@ class Worker:
         ).fetchone()
         assert row is not None
         target = sql.Identifier("londiste_rs", str(row[0]))
-        with (
-            prov.cursor().copy(
-                sql.SQL("copy (select " + cols + " from ({}) e) to stdout (format binary)").format(
-                    sql.SQL(query)
-                )
-            ) as out,
-            local.cursor().copy(
-                sql.SQL("copy {} (" + cols + ") from stdin (format binary)").format(target)
-            ) as inp,
-        ):
-            for block in out:
-                inp.write(block)
+        copy_out = sql.SQL("copy (select " + cols + " from ({}) e) to stdout (format binary)")
+        copy_in = sql.SQL("copy {} (" + cols + ") from stdin (format binary)")
+        # the rows move in Rust (no Python per event): both connections are in their
+        # transactions, which keep the re-queued events with the apply
+        libpq.copy_between(
+            prov, copy_out.format(sql.SQL(query)).as_bytes(prov),
+            local, copy_in.format(target).as_bytes(local),
+        )  # fmt: skip
 
     def _branch_tick(self, local: psycopg.Connection[Any], prov: psycopg.Connection[Any]) -> None:
         """Branch: gives the local queue the provider's tick for the last applied batch, in

@@ -52,6 +52,18 @@ def step_until(pred: Any, *workers: Worker, limit: int = 200) -> None:
     raise AssertionError("condition not reached")
 
 
+def four_nodes(
+    tmp_path: Path, make_db: Any, clusters: tuple[Any, ...], names: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A database with SCHEMA and a job ini per node name, on the given clusters; the first
+    (the root) holds 2000 rows of t."""
+    dbs = {n: make_db(c) for n, c in zip(names, clusters, strict=True)}
+    for db in dbs.values():
+        db.sql(SCHEMA)
+    dbs[names[0]].sql("insert into t select i, 0, 'x' from generate_series(1, 2000) i")
+    return dbs, {n: job_ini(tmp_path, n, db.dsn) for n, db in dbs.items()}
+
+
 class Writer:
     """Updates (n = n + 1), inserts and deletes on the root, ticking every few transactions."""
 
@@ -166,17 +178,9 @@ def test_resync_from_a_node_ahead_of_the_provider(
     event of the table is skipped until the branch reaches that tick, then its snapshot
     decides. leaf2 is known only to the root: the leaf finds it upstream."""
     caplog.set_level(logging.INFO, logger="londiste_rs")
-    root_db, branch_db, leaf_db, leaf2_db = (
-        make_db(provider_cluster),
-        make_db(subscriber_cluster),
-        make_db(third_cluster),
-        make_db(subscriber_cluster),
-    )
-    for db in (root_db, branch_db, leaf_db, leaf2_db):
-        db.sql(SCHEMA)
-    root_db.sql("insert into t select i, 0, 'x' from generate_series(1, 2000) i")
-    dbs = {"root": root_db, "branch": branch_db, "leaf": leaf_db, "leaf2": leaf2_db}
-    inis = {n: job_ini(tmp_path, n, db.dsn) for n, db in dbs.items()}
+    clusters = (provider_cluster, subscriber_cluster, third_cluster, subscriber_cluster)
+    dbs, inis = four_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf", "leaf2"))
+    root_db, branch_db, leaf_db, leaf2_db = dbs.values()
     ok(str(inis["root"]), "create-root", "root")
     ok(str(inis["root"]), "add-table", "t")
     ok(str(inis["branch"]), "create-branch", "branch", f"--provider={root_db.dsn}")
@@ -249,17 +253,9 @@ def test_find_copy_node_copies_from_the_nearest_node_that_has_the_table(
     """root -> branch1 (replicates t) -> branch2 (does not) -> leaf. The leaf's provider does
     not have t: add-table says so and names --find-copy-node, which copies t from branch1
     while branch2 passes t's events on; u is only on the root, which cannot give the copy."""
-    root_db, b1_db, b2_db, leaf_db = (
-        make_db(provider_cluster),
-        make_db(subscriber_cluster),
-        make_db(third_cluster),
-        make_db(subscriber_cluster),
-    )
-    for db in (root_db, b1_db, b2_db, leaf_db):
-        db.sql(SCHEMA)
-    root_db.sql("insert into t select i, 0, 'x' from generate_series(1, 2000) i")
-    dbs = {"root": root_db, "b1": b1_db, "b2": b2_db, "leaf": leaf_db}
-    inis = {n: job_ini(tmp_path, n, db.dsn) for n, db in dbs.items()}
+    clusters = (provider_cluster, subscriber_cluster, third_cluster, subscriber_cluster)
+    dbs, inis = four_nodes(tmp_path, make_db, clusters, ("root", "b1", "b2", "leaf"))
+    root_db, b1_db, b2_db, leaf_db = dbs.values()
     ok(str(inis["root"]), "create-root", "root")
     ok(str(inis["root"]), "add-table", "--all")
     ok(str(inis["b1"]), "create-branch", "b1", f"--provider={root_db.dsn}")

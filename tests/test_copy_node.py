@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def step_until(pred: Any, *workers: Worker, limit: int = 200) -> None:
     raise AssertionError("condition not reached")
 
 
-def four_nodes(
+def cascade_nodes(
     tmp_path: Path, make_db: Any, clusters: tuple[Any, ...], names: tuple[str, ...]
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """A database with SCHEMA and a job ini per node name, on the given clusters; the first
@@ -179,7 +180,7 @@ def test_resync_from_a_node_ahead_of_the_provider(
     decides. leaf2 is known only to the root: the leaf finds it upstream."""
     caplog.set_level(logging.INFO, logger="londiste_rs")
     clusters = (provider_cluster, subscriber_cluster, third_cluster, subscriber_cluster)
-    dbs, inis = four_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf", "leaf2"))
+    dbs, inis = cascade_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf", "leaf2"))
     root_db, branch_db, leaf_db, leaf2_db = dbs.values()
     ok(str(inis["root"]), "create-root", "root")
     ok(str(inis["root"]), "add-table", "t")
@@ -254,7 +255,7 @@ def test_find_copy_node_copies_from_the_nearest_node_that_has_the_table(
     not have t: add-table says so and names --find-copy-node, which copies t from branch1
     while branch2 passes t's events on; u is only on the root, which cannot give the copy."""
     clusters = (provider_cluster, subscriber_cluster, third_cluster, subscriber_cluster)
-    dbs, inis = four_nodes(tmp_path, make_db, clusters, ("root", "b1", "b2", "leaf"))
+    dbs, inis = cascade_nodes(tmp_path, make_db, clusters, ("root", "b1", "b2", "leaf"))
     root_db, b1_db, b2_db, leaf_db = dbs.values()
     ok(str(inis["root"]), "create-root", "root")
     ok(str(inis["root"]), "add-table", "--all")
@@ -303,3 +304,53 @@ def test_find_copy_node_copies_from_the_nearest_node_that_has_the_table(
     finally:
         for w in (b1w, b2w, lw):
             w.close()
+
+
+def test_a_copy_node_that_stays_behind_fails_the_table_and_resync_recovers(
+    tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster, monkeypatch
+):
+    """The copy node's worker is stopped while the subscriber is ahead of it: replay holds
+    for COPY_NODE_WAIT, then the table is marked failed with the fix, replay goes on for the
+    other tables, and `resync --copy-node=<provider>` copies it from the provider."""
+    monkeypatch.setattr("londiste_rs.tables.COPY_NODE_WAIT", 1.0)
+    clusters = (provider_cluster, subscriber_cluster, third_cluster)
+    dbs, inis = cascade_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf"))
+    root_db, _, leaf_db = dbs.values()
+    ok(str(inis["root"]), "create-root", "root")
+    ok(str(inis["root"]), "add-table", "--all")
+    ok(str(inis["branch"]), "create-branch", "branch", f"--provider={root_db.dsn}")
+    ok(str(inis["branch"]), "add-table", "t")
+    ok(str(inis["leaf"]), "create-leaf", "leaf", f"--provider={root_db.dsn}")
+    ok(str(inis["leaf"]), "add-table", "u")
+    bw, lw = Worker(load_job_config(inis["branch"])), Worker(load_job_config(inis["leaf"]))
+    try:
+        for _ in range(2):
+            tick(root_db)
+            drain(bw, lw)
+        # the branch stops; the leaf moves ahead of it and asks it for t's copy
+        root_db.sql("update t set n = n + 1 where id <= 10")
+        tick(root_db)
+        drain(lw)
+        ok(str(inis["leaf"]), "add-table", "t", "--copy-node=branch")
+        started = time.monotonic()
+        step_until(lambda: state(inis["leaf"])["state"] == "failed", lw, limit=10_000)
+        assert time.monotonic() - started >= 1.0
+        error = state(inis["leaf"])["copy_error"]
+        assert "copy node branch stayed at tick" in error and "resync public.t" in error
+        # replay is no longer held: u's changes arrive
+        root_db.sql("insert into u values (1)")
+        tick(root_db)
+        drain(lw)
+        assert leaf_db.sql("select * from u") == [(1,)]
+
+        assert "Table to copy again: public.t" in ok(
+            str(inis["leaf"]), "resync", "t", "--copy-node=root"
+        )
+        drain(lw)
+        assert state(inis["leaf"])["state"] == "ok"
+        tick(root_db)
+        drain(lw)
+        assert content(leaf_db) == content(root_db)
+    finally:
+        bw.close()
+        lw.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from londiste_rs import daemon, initial_copy
+from londiste_rs import daemon, initial_copy, tables
 from londiste_rs.config import load_job_config
 from londiste_rs.worker import Worker
 from test_node import job_ini, ok, one_line_error, run_cli
@@ -352,6 +352,122 @@ def test_key_dropped_for_the_copy_and_broken_by_the_rows_fails_the_table(
             == 2
         )
         assert subscriber_db.sql("select dropped_ddl from londiste_rs.table_info")[0][0] is None
+    finally:
+        worker.close()
+
+
+CHAIN = """
+create table heads (id int primary key, boss int references heads);
+create table lines (id int primary key, head int not null references heads, v text);
+create index lines_head on lines (head);
+create table notes (id int primary key, line int references lines);
+"""
+
+
+def _constraints(db: Any) -> list[tuple[str, bool]]:
+    return db.sql(
+        "select conname::text, convalidated from pg_constraint"
+        " where connamespace = 'public'::regnamespace order by 1"
+    )
+
+
+def test_foreign_keys_between_copied_tables_come_back_validated(
+    tmp_path, provider_db, subscriber_db
+):
+    """Each table is rebuilt in its own copy thread; a foreign key between two of them is
+    restored (and validated) by the later one, also one from a table the round does not copy."""
+    provider_db.sql(
+        CHAIN + "insert into heads select g, nullif(g % 10, 0) from generate_series(1, 300) g;"
+        "insert into lines select g, g % 300 + 1, 'l' || g from generate_series(1, 5000) g;"
+        "insert into notes select g, g from generate_series(1, 2000) g"
+    )
+    subscriber_db.sql(CHAIN + "create table local_refs (head int references heads)")
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db, parallel_copies=3)
+    ok(root, "add-table", "--all")
+    ok(leaf, "add-table", "--all")
+    before = _constraints(subscriber_db)
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        assert {s["state"] for s in table_states(leaf).values()} == {"ok"}
+        assert _constraints(subscriber_db) == before and all(v for _, v in before)
+        assert subscriber_db.sql(
+            "select count(*) from pg_indexes where indexname = 'lines_head'"
+        ) == [(1,)]
+        assert subscriber_db.sql(
+            "select count(*) from londiste_rs.table_info where dropped_ddl is not null"
+        ) == [(0,)]
+        for table in ("heads", "lines", "notes"):
+            assert content(subscriber_db, table) == content(provider_db, table)
+    finally:
+        worker.close()
+
+
+class _Crash(BaseException):
+    """A crash of the worker: nothing after it runs (no `finally` work either)."""
+
+
+KINDS = """
+create table kinds (id int primary key, parent int references kinds);
+create table items (id int primary key, kind int not null references kinds, v text);
+create index items_kind on items (kind);
+"""
+
+
+def test_a_copy_round_cut_by_a_crash_is_repaired_by_the_next(
+    tmp_path, provider_db, subscriber_db, monkeypatch
+):
+    """The larger table is copied first and is 'ok' at once; its foreign key to the table still
+    copying is handed to that one's record. A crash during that copy leaves it 'in-copy' with
+    what was dropped recorded; the next round copies it again and restores everything."""
+    provider_db.sql(
+        KINDS + "insert into kinds select g, null from generate_series(1, 100) g;"
+        "insert into items select g, g % 100 + 1, 'i' || g from generate_series(1, 5000) g"
+    )
+    subscriber_db.sql(KINDS)
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "--all")
+    ok(leaf, "add-table", "--all")
+    before = _constraints(subscriber_db)
+    real = initial_copy.copy_table
+
+    def crash_on_kinds(src_dsn: str, dst_dsn: str, table: Any, **kw: Any) -> Any:
+        if str(table) == "public.kinds":
+            raise _Crash
+        return real(src_dsn, dst_dsn, table, **kw)
+
+    def crash(self: Any) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(initial_copy, "copy_table", crash_on_kinds)
+    monkeypatch.setattr(tables._Round, "close", crash)  # the end of the round never runs
+    worker = Worker(load_job_config(Path(leaf)))
+    with pytest.raises(_Crash):
+        worker.step()
+    worker.close()
+    monkeypatch.undo()
+    states = table_states(leaf)
+    assert states["public.items"]["state"] == "ok"
+    assert states["public.kinds"]["state"] == "in-copy"
+    dropped = dict(subscriber_db.sql("select table_name, dropped_ddl from londiste_rs.table_info"))
+    assert dropped["public.items"] is None
+    assert sorted((i["kind"], i["name"]) for i in dropped["public.kinds"]) == [
+        ("fkey", "items_kind_fkey"), ("fkey", "kinds_parent_fkey"), ("key", "kinds_pkey"),
+    ]  # fmt: skip
+    assert [c for c, _ in _constraints(subscriber_db)] == ["items_pkey"]
+    assert subscriber_db.sql("select count(*) from pg_indexes where indexname = 'items_kind'") == [
+        (1,)
+    ]
+
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        assert table_states(leaf)["public.kinds"]["state"] == "ok"
+        assert _constraints(subscriber_db) == before and all(v for _, v in before)
+        assert subscriber_db.sql(
+            "select count(*) from londiste_rs.table_info where dropped_ddl is not null"
+        ) == [(0,)]
+        assert content(subscriber_db, "kinds") == content(provider_db, "kinds")
     finally:
         worker.close()
 

@@ -497,10 +497,12 @@ class Deferred:
     name: str
     table: str  # the table the object is defined on (for an fkey: the referencing one)
     restore: str  # CREATE INDEX ... / ALTER TABLE ... ADD CONSTRAINT ...
+    references: str = ""  # an fkey's referenced table ("": recorded before this was kept)
 
 
 _FKEYS = """
-select conname, conrelid::regclass::text, pg_get_constraintdef(oid) from pg_constraint
+select conname, conrelid::regclass::text, pg_get_constraintdef(oid), confrelid::regclass::text
+from pg_constraint
 where contype = 'f' and (conrelid = {t} or confrelid = {t}) and coninhcount = 0
 order by conrelid, conname
 """
@@ -515,8 +517,8 @@ def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list
         _empty_search_path(conn)
         rows = conn.execute(sql.SQL(_FKEYS).format(t=_regclass(table))).fetchall()
         items = [
-            Deferred("fkey", name, rel, f"ALTER TABLE {rel} ADD CONSTRAINT {_quote(name)} {d}")
-            for name, rel, d in rows
+            Deferred("fkey", name, rel, f"ALTER TABLE {rel} ADD CONSTRAINT {_quote(name)} {d}", ref)
+            for name, rel, d, ref in rows
         ]
         if keys:
             items += [
@@ -539,7 +541,8 @@ def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list
     return items
 
 
-_RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
+# keys first: indexes and foreign keys may need them
+RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
 
 
 def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:
@@ -549,7 +552,7 @@ def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:
     a warning says how to validate it later. Every item is tried; the first failure is raised
     after the others are restored."""
     failed: list[str] = []
-    for item in sorted(items, key=lambda i: _RESTORE_ORDER[i.kind]):
+    for item in sorted(items, key=lambda i: RESTORE_ORDER[i.kind]):
         stmt = item.restore
         validate = item.kind == "fkey" and not stmt.endswith(" NOT VALID")
         try:

@@ -547,14 +547,17 @@ def copy_tables(
     *,
     parallel_copies: int = 1,
     jobs: int = 1,
+    finish: Callable[[CopyResult], None] | None = None,
     **options: Any,
 ) -> list[CopyResult]:
     """Copies several tables, `parallel_copies` at a time, largest first (the longest copies
     start at once instead of forming a tail after the small ones), each with up to `jobs`
     ranges and its own snapshot (each table joins the event stream on its own). The order
     says nothing about foreign keys (several tables load at once): defer them. A (source,
-    dest) pair copies into a differently named table. Every table is attempted; if some
-    fail, CopyFailed names them and carries the results of the others (in the order given)."""
+    dest) pair copies into a differently named table. `finish(result)` runs in the copy's
+    thread as soon as a table is copied (e.g. rebuilding its indexes while others copy); a
+    LondisteError from it fails that table. Every table is attempted; if some fail,
+    CopyFailed names them and carries the results of the others (in the order given)."""
     pairs = [t if isinstance(t, tuple) else (t, None) for t in tables]
     results: dict[int, CopyResult] = {}
     errors: dict[str, str] = {}
@@ -564,6 +567,8 @@ def copy_tables(
     def one(i: int, src: str | TableName, dst: str | TableName | None) -> None:
         try:
             res = copy_table(src_dsn, dst_dsn, src, dest=dst, jobs=jobs, **options)
+            if finish is not None:
+                finish(res)
         except LondisteError as e:
             with lock:
                 errors[str(src)] = str(e)

@@ -20,13 +20,17 @@ tick (docs/internals.md §6). One failing table is marked 'failed' with its erro
 go on. The copy's figures (rows, bytes, estimate, time) are written to the table's row while
 it runs, for `tables` and `status`.
 
-Foreign keys to and from the copied tables, their plain indexes and (into a table the copy
-empties) their keys are dropped before the copies (TRUNCATE refuses a table another table
-references, and indexes build faster after the data) and restored afterwards; what was dropped
-is recorded in `dropped_ddl`, so a crash in between is repaired by the next copy. What cannot
-be restored (the copied rows break a key) stays recorded and fails its table. A table is 'ok'
-as soon as its indexes are back; its ANALYZE follows. add-table and resync NOTIFY the worker,
-which LISTENs while idle, so a copy starts at once rather than after loop_delay.
+Tables are copied largest first. Foreign keys to and from the copied tables, their plain
+indexes and (into a table the copy empties) their keys are dropped before the copies
+(TRUNCATE refuses a table another table references, and indexes build faster after the data)
+and recorded in `dropped_ddl` in the same transaction, so a crash in between is repaired by
+the next copy. As soon as a table's rows are in, its copy thread rebuilds its keys and
+indexes (beside the other copies) and marks it 'ok'; a foreign key between two copied tables
+is restored, and validated, by the later of the two: until then it is recorded with the one
+still copying, never with a table that is 'ok'. What cannot be restored (the copied rows
+break a key) stays recorded and fails its table. The copied tables' ANALYZE follows the
+round. add-table and resync NOTIFY the worker, which LISTENs while idle, so a copy starts at
+once rather than after loop_delay.
 
 Sequences: a subscriber's worker reads its registered sequences from its provider every few
 seconds and moves the local ones forward only (`sequences.sync`); a branch's own subscribers
@@ -37,6 +41,7 @@ cut-over.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -798,6 +803,7 @@ def copy_pending(
         [queue, ready],
     )
     _defer(local, queue, ready, states, failed)
+    round_ = _Round(cfg, prov_dsn, {t: states[t].dest_table or t for t in ready})
     recorder = _Recorder(cfg.db, queue)
     done: list[tuple[_Job, str, CopyResult]] = []
     not_ready: list[str] = []
@@ -822,7 +828,7 @@ def copy_pending(
                         job.dsn, cfg.db, pairs, parallel_copies=cfg.parallel_copies,
                         jobs=RANGE_JOBS, min_range_bytes=initial_copy.MIN_RANGE_BYTES,
                         skip_truncate=skip, progress=recorder, at_snapshot=hook,
-                        analyze=False,
+                        analyze=False, finish=functools.partial(round_.finish, job, back),
                     )  # fmt: skip
                 except CopyFailed as e:
                     results = e.results
@@ -835,27 +841,12 @@ def copy_pending(
                 done += [(job, back[str(r.source)], r) for r in results]
     finally:
         recorder.close()
-        unrestored = _restore(local, queue, ready)
-    failed.update(unrestored)
-    done = [d for d in done if d[1] not in unrestored]
-    for job, table, r in done:
-        # a copy node's rows are as of its tick r.mark: skip what the provider's snapshot of
-        # that tick shows, or (no such tick there yet) keep the tick for the worker
-        snapshot: str | None = str(r.snapshot)
-        copy_tick: int | None = None
-        if job.node is not None:
-            snapshot = tick_snapshot(prov, queue, int(r.mark))
-            copy_tick = int(r.mark) if snapshot is None else None
-        local.execute(
-            "update londiste_rs.table_info set merge_state = 'ok', custom_snapshot = %s,"
-            " copy_tick = %s, copy_rows = %s, copy_bytes = %s, copy_seconds = %s"
-            " where queue_name = %s and table_name = %s",
-            [snapshot, copy_tick, r.rows, r.bytes, r.seconds, queue, table],
-        )
+        round_.close()
+        # the tables no copy thread finished (failed, not ready, interrupted), with the foreign
+        # keys handed to them
+        failed.update(_restore(local, queue, [t for t in ready if t not in round_.finished]))
+    for _job, table, r in done:  # after 'ok' is committed: replay need not wait for it
         waits.done(table)
-        as_of = "" if job.node is None else f" from node {job.node}, as of tick {r.mark}"
-        log.info("%s: initial copy done (%d rows in %.1fs%s)", table, r.rows, r.seconds, as_of)
-    for _job, _table, r in done:  # after 'ok' is committed: replay need not wait for it
         try:
             local.execute(sql.SQL("ANALYZE {}").format(r.dest.ident))
         except psycopg.Error as e:
@@ -895,55 +886,162 @@ def _defer(
     at a time (a foreign key between two of them is dropped once), recording them."""
     for t in ready:
         try:
-            # also the keys, into a table the copy empties: built once after the data
-            # instead of maintained row by row (a key the rows break fails the table then)
-            items = ddl.defer_secondary(
-                local, name_of(states[t].dest_table or t), keys=not states[t].skip_truncate
-            )
+            with local.transaction():  # dropped and recorded at once: a crash loses neither
+                # also the keys, into a table the copy empties: built once after the data
+                # instead of maintained row by row (a key the rows break fails the table then)
+                items = ddl.defer_secondary(
+                    local, name_of(states[t].dest_table or t), keys=not states[t].skip_truncate
+                )
+                if items:
+                    _record_dropped(local, queue, t, items)
         except LondisteError as e:
             failed[t] = str(e)
-            continue
-        if items:
-            local.execute(
-                "update londiste_rs.table_info set dropped_ddl"
-                " = coalesce(dropped_ddl, '[]'::jsonb) || %s::jsonb"
-                " where queue_name = %s and table_name = %s",
-                [json.dumps([vars(i) for i in items]), queue, t],
-            )
 
 
-# keys first: indexes and foreign keys may need them (ddl.restore_secondary's order)
-_RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
+# Every statement on `dropped_ddl` changes only its own items (copy threads write the same
+# rows), never writing back a list read before.
 
 
-def _restore(local: Conn, queue: str, ready: list[str]) -> dict[str, str]:
-    """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables.
-    Returns the tables something could not be restored for, with the error: they are not in
-    sync (e.g. the copied rows break the table's key); what failed stays in `dropped_ddl`, so
-    their resync tries it again."""
-    rows = local.execute(
+def _record_dropped(conn: Conn, queue: str, table: str, items: list[ddl.Deferred]) -> None:
+    conn.execute(
+        "update londiste_rs.table_info set dropped_ddl"
+        " = coalesce(dropped_ddl, '[]'::jsonb) || %s::jsonb"
+        " where queue_name = %s and table_name = %s",
+        [json.dumps([vars(i) for i in items]), queue, table],
+    )
+
+
+def _forget_dropped(conn: Conn, queue: str, table: str, items: list[ddl.Deferred]) -> None:
+    conn.execute(
+        "update londiste_rs.table_info set dropped_ddl = (select jsonb_agg(e)"
+        "  from jsonb_array_elements(dropped_ddl) e where e->>'restore' <> all(%s))"
+        " where queue_name = %s and table_name = %s",
+        [[i.restore for i in items], queue, table],
+    )
+
+
+def _dropped(conn: Conn, queue: str, tables: list[str]) -> list[tuple[str, ddl.Deferred]]:
+    rows = conn.execute(
         "select table_name, dropped_ddl from londiste_rs.table_info"
         " where queue_name = %s and table_name = any(%s) and dropped_ddl is not null",
-        [queue, ready],
+        [queue, tables],
     ).fetchall()
-    items = [(str(t), ddl.Deferred(**i)) for t, lst in rows for i in lst]
-    kept: dict[str, list[dict[str, str]]] = {str(t): [] for t, _ in rows}
+    return [(str(t), ddl.Deferred(**i)) for t, lst in rows for i in lst]
+
+
+def _restore(
+    conn: Conn, queue: str, tables: list[str], kinds: tuple[str, ...] = ("key", "index", "fkey")
+) -> dict[str, str]:
+    """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables, of
+    these kinds. Returns the tables something could not be restored for, with the error: they
+    are not in sync (e.g. the copied rows break the table's key); what failed stays in
+    `dropped_ddl`, so their resync tries it again."""
+    items = [(t, i) for t, i in _dropped(conn, queue, tables) if i.kind in kinds]
     errors: dict[str, str] = {}
-    for table, item in sorted(items, key=lambda ti: _RESTORE_ORDER[ti[1].kind]):
+    for table, item in sorted(items, key=lambda ti: ddl.RESTORE_ORDER[ti[1].kind]):
         try:
-            ddl.restore_secondary(local, [item])
+            with conn.transaction():  # restored and forgotten at once: a crash repeats neither
+                ddl.restore_secondary(conn, [item])
+                _forget_dropped(conn, queue, table, [item])
         except LondisteError as e:
-            kept[table].append(vars(item))
             errors.setdefault(
                 table, f"after the copy: {e}; fix the rows or the definition, then resync {table}"
             )
-    for table, left in kept.items():
-        local.execute(
-            "update londiste_rs.table_info set dropped_ddl = %s::jsonb"
-            " where queue_name = %s and table_name = %s",
-            [json.dumps(left) if left else None, queue, table],
-        )
     return errors
+
+
+def _hand_over(conn: Conn, queue: str, table: str, waiting: dict[str, str]) -> None:
+    """Moves the foreign keys recorded with `table` whose other end is still to be copied
+    (`waiting`: local name -> table) to that table's record: restored once it is copied, and
+    never left recorded with a table that is 'ok' (nothing would restore them)."""
+    moves: dict[str, list[ddl.Deferred]] = {}
+    for _, item in _dropped(conn, queue, [table]):
+        ends = [waiting[e] for e in (item.table, item.references) if e in waiting]
+        if item.kind == "fkey" and ends:
+            moves.setdefault(ends[0], []).append(item)
+    if not moves:
+        return
+    with conn.transaction():
+        for other, items in moves.items():
+            _record_dropped(conn, queue, other, items)
+            _forget_dropped(conn, queue, table, items)
+            log.debug("%s: foreign keys %s wait for the copy of %s",
+                      table, ", ".join(i.name for i in items), other)  # fmt: skip
+
+
+class _ThreadConns:
+    """One autocommit connection per thread and database, opened when first needed (psycopg
+    connections are not shared between threads)."""
+
+    def __init__(self) -> None:
+        self.mine = threading.local()
+        self.lock = threading.Lock()
+        self.opened: list[Conn] = []
+
+    def get(self, dsn: str, what: str) -> Conn:
+        conns: dict[str, Conn] = vars(self.mine).setdefault("conns", {})
+        if dsn not in conns:
+            conns[dsn] = connect(dsn, autocommit=True, what=what)
+            with self.lock:
+                self.opened.append(conns[dsn])
+        return conns[dsn]
+
+    def close(self) -> None:
+        for conn in self.opened:
+            conn.close()
+
+
+class _Round:
+    """What the copy threads of one `copy_pending` round share: the tables their foreign keys
+    wait for (not copied yet, or copied with keys that could not be rebuilt), those whose
+    copy thread finished, and the threads' connections."""
+
+    def __init__(self, cfg: JobConfig, prov_dsn: str, local_names: dict[str, str]):
+        self.cfg, self.prov_dsn = cfg, prov_dsn
+        self.local_names = local_names  # table -> the local table it is copied into
+        self.waiting = set(local_names)
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
+        self.conns = _ThreadConns()
+
+    def finish(self, job: _Job, back: dict[str, str], r: CopyResult) -> None:
+        """Runs in the copy's thread as soon as a table's rows are in, so the table is usable
+        while others copy: its keys and indexes rebuilt, its foreign keys too once the table
+        at their other end is copied (until then recorded with that table), then 'ok' with its
+        copy snapshot. Raises TableError (the table fails) when something cannot be restored."""
+        table, queue = back[str(r.source)], self.cfg.queue_name
+        conn = self.conns.get(self.cfg.db, "node database")
+        errors = _restore(conn, queue, [table], ("key", "index"))
+        with self.lock:  # a foreign key between two tables is restored by the later one
+            self.finished.add(table)
+            if not errors:  # else its foreign keys (on its keys, maybe) stay with it
+                self.waiting.discard(table)
+                _hand_over(conn, queue, table, {self.local_names[t]: t for t in self.waiting})
+        errors = {**_restore(conn, queue, [table], ("fkey",)), **errors}
+        if errors:
+            raise TableError(errors[table])
+        self._ok(conn, job, table, r)
+
+    def _ok(self, conn: Conn, job: _Job, table: str, r: CopyResult) -> None:
+        # a copy node's rows are as of its tick r.mark: skip what the provider's snapshot of
+        # that tick shows, or (no such tick there yet) keep the tick for the worker
+        snapshot: str | None = str(r.snapshot)
+        copy_tick: int | None = None
+        if job.node is not None:
+            prov = self.conns.get(self.prov_dsn, "provider")
+            snapshot = tick_snapshot(prov, self.cfg.queue_name, int(r.mark))
+            copy_tick = int(r.mark) if snapshot is None else None
+        conn.execute(
+            "update londiste_rs.table_info set merge_state = 'ok', custom_snapshot = %s,"
+            " copy_tick = %s, copy_rows = %s, copy_bytes = %s, copy_seconds = %s"
+            " where queue_name = %s and table_name = %s",
+            [snapshot, copy_tick, r.rows, r.bytes, r.seconds, self.cfg.queue_name, table],
+        )
+        as_of = "" if job.node is None else f" from node {job.node}, as of tick {r.mark}"
+        log.info("%s: initial copy done (%d rows in %.1fs%s)", table, r.rows, r.seconds, as_of)
+
+    def close(self) -> None:
+        self.conns.close()
 
 
 def release_copy_snapshots(local: Conn, prov: Conn, queue: str, tick_id: int) -> None:

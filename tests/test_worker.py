@@ -4,10 +4,14 @@ over 1 MB, tick batching — all against two separate real clusters."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from londiste_rs.config import load_job_config
+from londiste_rs.pgcluster import wait_for
+from londiste_rs.processes import spawn_cli as spawn
+from londiste_rs.processes import stop_gracefully
 from londiste_rs.worker import Worker
 from test_node import job_ini, ok
 
@@ -181,3 +185,24 @@ def test_non_key_identity_always_column(tmp_path, provider_db, subscriber_db):
         assert rows(provider_db, "ticket")[1][1] == 3  # b got a new identity value
     finally:
         worker.close()
+
+
+def test_an_idle_worker_wakes_on_a_tick_not_at_its_next_poll(tmp_path, provider_db, subscriber_db):
+    """Every tick is notified: a worker polling only every 600 s (loop_delay) still applies a
+    change right after its tick. Each wait below is far shorter than one poll."""
+    setup_leaf(tmp_path, provider_db, subscriber_db).close()
+    leaf = tmp_path / "slave.ini"
+    leaf.write_text(leaf.read_text().replace("loop_delay = 0.1", "loop_delay = 600"))
+    worker = spawn(str(leaf), "worker")
+    try:
+        wait_for("the copy", lambda: rows(subscriber_db, "parent") == rows(provider_db, "parent"),
+                 timeout=60)  # fmt: skip
+        tick(provider_db)
+        time.sleep(1)  # the worker has applied that tick and is idle, for 600 s
+        provider_db.sql("update parent set name = 'woken' where id = 1")
+        tick(provider_db)
+        wait_for("the change", lambda: rows(subscriber_db, "parent") == rows(provider_db, "parent"),
+                 timeout=60)  # fmt: skip
+        assert worker.poll() is None
+    finally:
+        stop_gracefully(worker)

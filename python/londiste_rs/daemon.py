@@ -32,7 +32,7 @@ import os
 import select
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, Protocol
@@ -100,14 +100,15 @@ def request_stop() -> None:
     _on_signal(signal.SIGINT, None)
 
 
-def sleep(seconds: float, also: int | None = None) -> bool:
-    """Sleeps up to `seconds`, waking early on any signal (or when the file descriptor `also`,
-    e.g. a LISTENing connection's socket, becomes readable); returns False when a stop is
-    pending."""
+def sleep(seconds: float, also: int | Sequence[int] | None = None) -> bool:
+    """Sleeps up to `seconds`, waking early on any signal (or when a file descriptor in
+    `also`, e.g. a LISTENing connection's socket, becomes readable); returns False when a
+    stop is pending."""
     if _stop:
         return False
     if seconds > 0:
-        fds = [fd for fd in (_wake_r, -1 if also is None else also) if fd >= 0]
+        extra = [] if also is None else [also] if isinstance(also, int) else list(also)
+        fds = [fd for fd in (_wake_r, *extra) if fd >= 0]
         ready, _, _ = select.select(fds, [], [], seconds)
         if _wake_r >= 0 and _wake_r in ready:
             with contextlib.suppress(BlockingIOError):

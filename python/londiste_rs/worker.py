@@ -59,6 +59,8 @@ from londiste_rs.tables import (
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
+# Channel every new tick is notified on (sql/functions/queue/_tick.sql).
+TICK_CHANNEL = "londiste_rs_tick"
 # Bounds of one combined apply when lagging: long enough to amortise a commit, short enough
 # that a crash redoes little. Memory does not grow with it (the decoder drains by bytes).
 MAX_TICKS_PER_APPLY = 100
@@ -80,6 +82,17 @@ class Batch:
     prev_tick_time: Any
     cur_tick_event_seq: int
     prev_tick_event_seq: int
+
+
+def _drop_notifications(conn: psycopg.Connection[Any]) -> None:
+    """Reads and drops what woke the idle loop (a new table, a tick): left unread, it would
+    keep the socket readable and the loop from sleeping. The next step looks for work."""
+    try:
+        conn.pgconn.consume_input()
+        while conn.pgconn.notifies() is not None:
+            pass
+    except psycopg.Error:
+        pass  # a lost connection: the next step reconnects and says so
 
 
 class Worker:
@@ -125,6 +138,9 @@ class Worker:
                 location, autocommit=True, what="provider",
                 options="-c max_parallel_workers_per_gather=0",
             )  # fmt: skip
+            # every tick notifies (sql/functions/queue/_tick.sql): the idle loop wakes at once
+            self.provider.add_notify_handler(lambda n: None)
+            self.provider.execute(sql.SQL("LISTEN {}").format(sql.Identifier(TICK_CHANNEL)))
             self.provider_location = location
         return self.provider
 
@@ -164,9 +180,12 @@ class Worker:
             if self.cfg.loop_delay <= 0 and not busy:
                 return
             if not busy:
-                local = self.local
-                awake = None if local is None or local.closed else local.fileno()
-                daemon.sleep(self.cfg.loop_delay, also=awake)
+                listening = [
+                    c for c in (self.local, self.provider) if c is not None and not c.closed
+                ]
+                daemon.sleep(self.cfg.loop_delay, also=[c.fileno() for c in listening])
+                for conn in listening:
+                    _drop_notifications(conn)
         self.close()
 
     def _record_error(self, message: str) -> None:

@@ -7,6 +7,8 @@
 --   its snapshot's in-progress list but may put it at or above xmax, which would make it
 --   invisible here and visible in the next snapshot depending on timing. So when it is at or
 --   above xmax, xmax is moved past it and the txids in between are listed as in progress.
+--   Notifies channel londiste_rs_tick (payload: the queue's name) at commit, so idle workers
+--   consuming the queue wake at once instead of at their next poll.
 --   Returns: the tick id, or NULL when the snapshot equals the last tick's.
 create or replace function londiste_rs._tick(
     i_queue_id int4, i_tick_id int8, i_tick_time timestamptz, i_event_seq int8)
@@ -48,5 +50,7 @@ begin
     end if;
     insert into londiste_rs.tick (tick_queue, tick_id, tick_time, tick_snapshot, tick_event_seq)
         values (i_queue_id, i_tick_id, i_tick_time, snap, i_event_seq);
+    perform pg_notify('londiste_rs_tick',
+                      (select queue_name from londiste_rs.queue where queue_id = i_queue_id));
     return i_tick_id;
 end $$;

@@ -187,7 +187,7 @@ impl Reader {
     }
 
     /// The next chunk, waiting for it; None once the stream ended (or failed: see `close`).
-    pub fn next(&mut self) -> Option<Vec<u8>> {
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
         self.chunks.as_ref()?.recv().ok()
     }
 

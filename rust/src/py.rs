@@ -303,7 +303,7 @@ impl PyCopyReader {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        let chunk = py.detach(|| self.lock().next())?;
+        let chunk = py.detach(|| self.lock().next_chunk())?;
         Some(PyBytes::new(py, &chunk))
     }
 

@@ -160,6 +160,69 @@ def test_create_full_on_empty_subscriber(tmp_path, provider_db, subscriber_db):
         worker.close()
 
 
+SHOP = """
+create table customers (id int primary key, name text);
+create table orders (id int primary key, cust int not null references customers, total int);
+create table lines (id int primary key, ord int not null references orders,
+                    parent int references lines on delete cascade);
+"""
+SHOP_ROWS = """
+insert into customers select g, 'c' || g from generate_series(1, 50) g;
+insert into orders select g, g % 50 + 1, g from generate_series(1, 500) g;
+insert into lines select g, g % 500 + 1, nullif(g / 2, 0) from generate_series(1, 2000) g;
+"""
+
+
+def _fkeys(db: Any) -> list[tuple[str, str, bool]]:
+    return db.sql(
+        "select conname::text, pg_get_constraintdef(oid), convalidated from pg_constraint"
+        " where contype = 'f' and connamespace = 'public'::regnamespace order by 1"
+    )
+
+
+def test_create_full_creates_foreign_keys(tmp_path, provider_db, subscriber_db):
+    """--create-full creates the foreign keys too, after every table (lines references
+    orders, created after it); the copy drops and restores them, the apply keeps them."""
+    provider_db.sql(SHOP + SHOP_ROWS)
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db, parallel_copies=2)
+    ok(root, "add-table", "--all")
+    out = run_cli(leaf, "add-table", "--all", "--create-full")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert _fkeys(subscriber_db) == _fkeys(provider_db) and len(_fkeys(provider_db)) == 3
+    worker = Worker(load_job_config(Path(leaf)))
+    try:
+        drain(worker)
+        assert {s["state"] for s in table_states(leaf).values()} == {"ok"}
+        assert _fkeys(subscriber_db) == _fkeys(provider_db)  # restored and validated
+        provider_db.sql(
+            "insert into customers values (51, 'new'); insert into orders values (501, 51, 1);"
+            "insert into lines values (2001, 501, 2000); delete from lines where id = 1"
+        )
+        tick(provider_db)
+        drain(worker)
+        for table in ("customers", "orders", "lines"):
+            assert content(subscriber_db, table) == content(provider_db, table)
+    finally:
+        worker.close()
+
+
+def test_create_full_skips_a_foreign_key_to_a_missing_table(tmp_path, provider_db, subscriber_db):
+    provider_db.sql(SHOP)
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "--all")
+    out = run_cli(leaf, "add-table", "orders", "lines", "--create-full")
+    assert out.returncode == 0, out.stderr
+    warning = [line for line in out.stderr.splitlines() if line.strip()]
+    assert warning == [
+        "public.orders: foreign key orders_cust_fkey not created: public.customers is not on the "
+        "subscriber; add that table too (add-table --create-full), then create the key by hand: "
+        'ALTER TABLE "public"."orders" ADD CONSTRAINT "orders_cust_fkey" FOREIGN KEY (cust) '
+        "REFERENCES public.customers(id)"
+    ]
+    assert [k[0] for k in _fkeys(subscriber_db)] == ["lines_ord_fkey", "lines_parent_fkey"]
+    assert "Table added: public.orders" in out.stdout
+
+
 def test_copy_in_ranges_while_the_provider_writes(
     tmp_path, provider_db, subscriber_db, monkeypatch, caplog
 ):

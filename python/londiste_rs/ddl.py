@@ -1,7 +1,7 @@
 """Table definitions read from the catalog (no pg_dump): resolving user-written table names,
 creating a missing subscriber table from the provider's definition (`--create`,
-`--create-full`), and dropping / restoring a table's secondary indexes and foreign keys around
-a bulk load.
+`--create-full`, with its foreign keys once the tables they reference are there), and
+dropping / restoring a table's secondary indexes and foreign keys around a bulk load.
 
 Catalog reads run with an empty search_path, so `format_type`, `pg_get_expr`,
 `pg_get_indexdef` and `pg_get_constraintdef` return schema-qualified, server-quoted SQL that
@@ -351,21 +351,55 @@ def _plain_indexes(conn: Conn, table: TableName) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key of a table `--create-full` creates, made once every table is there."""
+
+    name: str
+    table: TableName  # the referencing table
+    references: TableName
+    definition: str  # pg_get_constraintdef: FOREIGN KEY (...) REFERENCES ...
+
+    @property
+    def statement(self) -> sql.Composed:
+        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            self.table.ident, sql.Identifier(self.name), sql.SQL(self.definition)
+        )
+
+
+_FOREIGN_KEYS = """
+select k.conname, n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       pg_get_constraintdef(k.oid)
+from pg_constraint k
+join pg_class c on c.oid = k.confrelid
+join pg_namespace n on n.oid = c.relnamespace
+where k.conrelid = {} and k.contype = 'f' and k.coninhcount = 0 and k.conparentid = 0
+order by k.conname
+"""
+
+
+def _foreign_keys(conn: Conn, table: TableName) -> list[ForeignKey]:
+    rows = conn.execute(sql.SQL(_FOREIGN_KEYS).format(_regclass(table))).fetchall()
+    return [ForeignKey(r[0], table, TableName(r[1], r[2], r[3]), r[4]) for r in rows]
+
+
 @dataclass
 class CreatePlan:
-    """What `create_table` runs on the subscriber, in order."""
+    """What `create_table` runs on the subscriber, in order, and the foreign keys it leaves to
+    `create_foreign_keys`."""
 
     table: TableName
     statements: list[sql.SQL | sql.Composed]
     sequences: list[TableName]
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
 
 
 def plan_create(src: Conn, table: TableName, *, full: bool) -> CreatePlan:
     """Reads `table`'s definition on the provider and returns the DDL that recreates it:
     columns (type, NOT NULL) and primary key; with `full` also collations, defaults, identity,
     generated columns, CHECK/UNIQUE/EXCLUDE constraints, plain indexes and the sequences of
-    serial columns (created, then OWNED BY their column). Foreign keys are left out: the
-    tables they reference may not be there yet."""
+    serial columns (created, then OWNED BY their column). Its foreign keys (with `full`) are
+    read but not in the statements: the tables they reference may not be there yet."""
     with src.transaction():
         _empty_search_path(src)
         kind = src.execute(
@@ -381,6 +415,7 @@ def plan_create(src: Conn, table: TableName, *, full: bool) -> CreatePlan:
         pkey = _constraints(src, table, "p")
         others = _constraints(src, table, "cux") if full else []
         indexes = _plain_indexes(src, table) if full else []
+        fkeys = _foreign_keys(src, table) if full else []
 
     stmts: list[sql.SQL | sql.Composed] = [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema))
@@ -434,7 +469,7 @@ def plan_create(src: Conn, table: TableName, *, full: bool) -> CreatePlan:
                 seq.name.ident, sql.Identifier(table.schema, table.name, col)
             )
         )
-    return CreatePlan(table, stmts, [seq.name for _, seq in serial])
+    return CreatePlan(table, stmts, [seq.name for _, seq in serial], fkeys)
 
 
 def create_table(
@@ -443,7 +478,8 @@ def create_table(
     """Creates the provider's table `name` on the subscriber if it is missing there, in one
     subscriber transaction (see `plan_create`). Returns the plan run, or None when the table
     already existed. Serial sequences are created at their start value: sync their values
-    with `sequences.sync` afterwards."""
+    with `sequences.sync` afterwards; create its foreign keys with `create_foreign_keys` once
+    the tables they reference are there."""
     table = resolve_one(src, name, where="the provider")
     with dst.transaction():
         _empty_search_path(dst)
@@ -460,6 +496,33 @@ def create_table(
             ) from None
     log.info("created %s on the subscriber (%s)", table, "full" if full else "columns + key")
     return plan
+
+
+def create_foreign_keys(dst: Conn, keys: Sequence[ForeignKey]) -> list[ForeignKey]:
+    """Creates these foreign keys on the subscriber (in the caller's transaction, after every
+    table it creates); returns those created. One whose referenced table is not there is
+    skipped with a warning naming the fix."""
+    created = []
+    for fk in keys:
+        if not exists(dst, fk.references):
+            log.warning(
+                "%s: foreign key %s not created: %s is not on the subscriber; add that table "
+                "too (add-table --create-full), then create the key by hand: %s",
+                fk.table, fk.name, fk.references, fk.statement.as_string(dst),
+            )  # fmt: skip
+            continue
+        try:
+            with dst.transaction():
+                _empty_search_path(dst)
+                dst.execute(fk.statement)
+        except psycopg.Error as e:
+            raise TableError(
+                f"cannot create foreign key {fk.name} of {fk.table} on the subscriber: "
+                f"{first_line(e)}; give {fk.references} the provider's key, or add "
+                f"{fk.table} with --create and create the key by hand"
+            ) from None
+        created.append(fk)
+    return created
 
 
 def create_sequence(src: Conn, dst: Conn, name: str | TableName) -> bool:

@@ -271,6 +271,7 @@ def add_tables(
             nodes = {str(t): copy_node for t in wanted}
             if find_copy_node:
                 nodes = {str(t): found_copy_node(info, str(t), upstream) for t in wanted}
+            fkeys: list[ddl.ForeignKey] = []
             with conn.transaction():
                 for t in wanted:
                     if dest_table is not None:
@@ -284,9 +285,9 @@ def add_tables(
                         if nodes[str(t)] and holder is not None:  # the provider may lack it
                             with connect(holder.location, autocommit=True,
                                          what=f"node {holder.node}") as there:  # fmt: skip
-                                _create(there, conn, t, create_full)
+                                fkeys += _create(there, conn, t, create_full)
                         else:
-                            _create(prov, conn, t, create_full)
+                            fkeys += _create(prov, conn, t, create_full)
                         dest = None
                     else:
                         raise TableError(
@@ -296,6 +297,8 @@ def add_tables(
                     node = nodes[str(t)]
                     attrs = urlencode({**attr_map, **({"copy_node": node} if node else {})})
                     _register(conn, queue, t, state, dest, attrs)
+                # after every table: a key may reference a table created after its own
+                ddl.create_foreign_keys(conn, fkeys)
                 if wanted and state is None:
                     _notify(conn, queue)
             return [str(t) for t in wanted]
@@ -317,12 +320,13 @@ def _notify(conn: Conn, queue: str) -> None:
     conn.execute("select pg_notify(%s, %s)", [TABLES_CHANNEL, queue])
 
 
-def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> None:
+def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> list[ddl.ForeignKey]:
     """The provider's table created here, and the sequences behind its serial and identity
-    columns moved to the provider's values."""
-    ddl.create_table(prov, conn, table, full=full)
-    if not full:
-        return
+    columns moved to the provider's values. Returns its foreign keys (`full`), for the caller
+    to create once every table is there."""
+    plan = ddl.create_table(prov, conn, table, full=full)
+    if not full or plan is None:
+        return []
     rows = conn.execute(
         "select s from (select pg_get_serial_sequence(%s, attname) s from pg_attribute"
         "  where attrelid = %s::regclass and attnum > 0 and not attisdropped) x"
@@ -332,6 +336,7 @@ def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> None:
     owned = [str(r[0]) for r in rows]
     if owned:
         sequences.sync(prov, conn, owned)
+    return plan.foreign_keys
 
 
 def remove_tables(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:

@@ -62,8 +62,9 @@ def add_table(
     create_full: bool = typer.Option(
         False,
         "--create-full",
-        help="Create a missing table with everything: defaults, identity, constraints, indexes "
-        "and the sequences of serial and identity columns (moved to the provider's values).",
+        help="Create a missing table with everything: defaults, identity, constraints, indexes, "
+        "foreign keys (to tables this node has) and the sequences of serial and identity "
+        "columns (moved to the provider's values).",
     ),
     dest_table: str = typer.Option(
         None, "--dest-table", help="Apply into this local table (one table only)."

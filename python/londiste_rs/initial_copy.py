@@ -244,6 +244,10 @@ class _Range:
             self.dst.commit()
         self.rows = rows
 
+    def stop_source(self) -> None:
+        with contextlib.suppress(psycopg.Error, OSError):
+            self.src.cancel_safe(timeout=5)
+
     def cancel(self) -> None:
         for conn in (self.src, self.dst):
             with contextlib.suppress(psycopg.Error, OSError):
@@ -487,9 +491,9 @@ def _load(
     total: int | None,
     started: float,
 ) -> None:
-    """Runs the ranges, reporting progress every `interval` seconds from the subscriber's
-    pg_stat_progress_copy (exact row and byte counts of running COPYs, no parsing of the
-    stream)."""
+    """Runs the ranges, watching them every `interval` seconds on the subscriber: progress
+    from pg_stat_progress_copy (exact row and byte counts of running COPYs, no parsing of
+    the stream), and a target that failed (its source is then stopped at once)."""
     # TRUNCATE ONLY keeps inheritance children out of it; a partitioned table has no rows
     # of its own and refuses ONLY.
     truncate = sql.SQL("TRUNCATE {}{}").format(
@@ -511,16 +515,27 @@ def _load(
             done, pending = wait(pending, timeout=interval, return_when=FIRST_EXCEPTION)
             if any(f.exception() for f in done):
                 break
-            if progress is not None and pending:
-                running = [r.pid for r in ranges if r.rows is None]
-                row = admin.execute(
-                    "select coalesce(sum(tuples_processed), 0)::int8,"
-                    " coalesce(sum(bytes_processed), 0)::int8 from pg_stat_progress_copy"
-                    " where pid = any(%s)",
-                    [running],
-                ).fetchone()
-                rows = sum(r.rows or 0 for r in ranges) + int(row[0] if row else 0)
-                nbytes = sum(r.bytes for r in ranges) + int(row[1] if row else 0)
+            if not pending:
+                break
+            running = [r for r in ranges if r.rows is None]
+            pids = [r.pid for r in running]
+            row = admin.execute(
+                "select coalesce(sum(p.tuples_processed), 0)::int8,"
+                " coalesce(sum(p.bytes_processed), 0)::int8,"
+                " array(select a.pid::int8 from pg_stat_activity a where a.pid = any(%s)"
+                "       and a.state = 'idle in transaction (aborted)')"
+                " from pg_stat_progress_copy p where p.pid = any(%s)",
+                [pids, pids],
+            ).fetchone()
+            assert row is not None
+            # A target whose COPY failed takes no more rows, but libpq reports that only at
+            # the COPY's end: stop reading its source now (the target's error is raised).
+            for r in running:
+                if r.pid in row[2]:
+                    r.stop_source()
+            if progress is not None:
+                rows = sum(r.rows or 0 for r in ranges) + int(row[0])
+                nbytes = sum(r.bytes for r in ranges) + int(row[1])
                 progress(Progress(label, rows, nbytes, total, time.monotonic() - started))
     finally:
         # A failed range, or an interrupt here: stop the others instead of waiting for them.

@@ -123,10 +123,13 @@ class DatabaseTicker:
     def _work(self, now: float) -> None:
         conn = self._connection(now)
         if now >= self.next_tick:
-            self.next_tick = now + self.cfg.ticker_period
             row = conn.execute(sql.SQL("select {}.ticker()").format(sql.Identifier(SCHEMA)))
             ticked = row.fetchone()
             self.ticks += int(ticked[0] or 0) if ticked else 0
+            # counted from the call's end, as pgqd does: a tick is due when the last one is
+            # ticker_max_lag old, and calls exactly ticker_period apart would find it just
+            # short of that half of the time (a tick every 2 periods instead of every one)
+            self.next_tick = time.monotonic() + self.cfg.ticker_period
         if now >= self.next_retry:
             self.next_retry = now + self.cfg.retry_period
             query = sql.SQL("select {}.maint_retry_events()").format(sql.Identifier(SCHEMA))

@@ -101,17 +101,10 @@ def test_leaf_copies_from_the_branch_while_the_root_writes(
     tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster, caplog
 ):
     caplog.set_level(logging.INFO, logger="londiste_rs")
-    root_db, branch_db, leaf_db = (
-        make_db(provider_cluster),
-        make_db(subscriber_cluster),
-        make_db(third_cluster),
-    )
-    for db in (root_db, branch_db, leaf_db):
-        db.sql(SCHEMA)
-    root_db.sql("insert into t select i, 0, 'x' from generate_series(1, 2000) i")
-    root = job_ini(tmp_path, "root", root_db.dsn)
-    branch = job_ini(tmp_path, "branch", branch_db.dsn)
-    leaf = job_ini(tmp_path, "leaf", leaf_db.dsn)
+    clusters = (provider_cluster, subscriber_cluster, third_cluster)
+    dbs, inis = cascade_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf"))
+    root_db, branch_db, leaf_db = dbs.values()
+    root, branch, leaf = inis.values()
     ok(str(root), "create-root", "root")
     ok(str(root), "add-table", "--all")
     ok(str(branch), "create-branch", "branch", f"--provider={root_db.dsn}")

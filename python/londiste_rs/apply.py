@@ -326,7 +326,6 @@ def _apply_stream(
 ) -> None:
     by_name = {p.name: p for p in plans}
     dec = make_decoder(plans, chunk_bytes, exact_order, types)
-    buf = bytearray()
 
     def apply_drained() -> None:
         t = time.monotonic()
@@ -336,19 +335,11 @@ def _apply_stream(
 
     try:
         t = time.monotonic()
+        # `read_copy`'s chunks are FEED_BYTES or more (but the last): the decoder's fixed
+        # cost per call stays small and it decodes them without the GIL
         for block in blocks:
             stats.wait_seconds += time.monotonic() - t
-            # the decoder wants big chunks (fixed cost per call, GIL released only for large
-            # ones); `read_copy` gives them, other callers may not
-            if not buf and len(block) >= FEED_BYTES:
-                dec.feed(block)
-            else:
-                buf += block
-                if len(buf) < FEED_BYTES:
-                    t = time.monotonic()
-                    continue
-                dec.feed(buf)
-                buf.clear()
+            dec.feed(block)
             if dec.pending_bytes() >= chunk_bytes:
                 apply_drained()
             t = time.monotonic()
@@ -357,7 +348,6 @@ def _apply_stream(
         close = getattr(blocks, "close", None)
         if close is not None:
             close()
-    dec.feed(buf)
     dec.finish()
     apply_drained()
     stats.decoder = dec.stats()

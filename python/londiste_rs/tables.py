@@ -46,7 +46,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -468,24 +468,35 @@ def wait_sync(
 COPY_NODE_WAIT = 60.0
 
 
+def _upstream(cfg: JobConfig, info: NodeInfo) -> Generator[tuple[str, Conn, NodeInfo | None]]:
+    """The nodes up the provider chain, nearest first (the provider, its provider, ... the
+    root): each one's location, a connection open until the walk moves on, and its node
+    info (None: not a node of the queue; the walk ends there)."""
+    seen: set[str] = set()
+    location = info.provider_location
+    while location and location not in seen and len(seen) < 32:
+        seen.add(location)
+        with connect(location, autocommit=True, what="upstream node") as conn:
+            up = get_node_info(conn, cfg.queue_name)
+            yield location, conn, up
+        location = None if up is None else up.provider_location
+
+
 def copy_node_location(cfg: JobConfig, conn: Conn, info: NodeInfo, node: str) -> str | None:
     """Where `node` is: this node's member list, else those of the nodes upstream (a member
     created after this node is known to the root)."""
-    seen: set[str] = set()
-    here: Conn = conn
-    location = info.provider_location
-    with contextlib.ExitStack() as stack:
-        for _ in range(32):
-            for name, where, _dead in members(here, cfg.queue_name):
-                if name == node:
-                    return where
-            if not location or location in seen:
-                return None
-            seen.add(location)
-            here = stack.enter_context(connect(location, autocommit=True, what="upstream node"))
-            up = get_node_info(here, cfg.queue_name)
-            location = None if up is None else up.provider_location
-    return None
+
+    def listed(here: Conn) -> str | None:
+        return next((w for n, w, _dead in members(here, cfg.queue_name) if n == node), None)
+
+    where = listed(conn)
+    if where is None:
+        with contextlib.closing(_upstream(cfg, info)) as chain:  # closes the last connection
+            for _location, up_conn, _up in chain:
+                where = listed(up_conn)
+                if where is not None:
+                    break
+    return where
 
 
 @dataclass(frozen=True)
@@ -501,18 +512,12 @@ def nearest_holders(cfg: JobConfig, info: NodeInfo) -> dict[str, _Holder]:
     """For every table replicated by the provider or a node above it (up to the root): the
     nearest such node (`--find-copy-node`)."""
     found: dict[str, _Holder] = {}
-    seen: set[str] = set()
-    location = info.provider_location
-    with contextlib.ExitStack() as stack:
-        while location and location not in seen and len(seen) < 32:
-            seen.add(location)
-            conn = stack.enter_context(connect(location, autocommit=True, what="upstream node"))
-            up = get_node_info(conn, cfg.queue_name)
+    with contextlib.closing(_upstream(cfg, info)) as chain:
+        for location, conn, up in chain:
             if up is None:
                 break
             for t in _local_tables(conn, cfg.queue_name):
                 found.setdefault(str(t), _Holder(up.node_name, up.node_type, location))
-            location = up.provider_location
     return found
 
 

@@ -384,9 +384,10 @@ def test_copy_into_the_callers_transaction(provider_db, subscriber_db):
 
 
 def test_a_target_that_fails_stops_the_read_of_its_source(provider_db, subscriber_db):
-    """The target refuses the first row: the copy's monitor sees the target's COPY failed and
-    stops the source's (libpq reports a target's error only at the COPY's end, so the whole
-    source would be read). The provider's own count of rows read says how far it got."""
+    """The target refuses the first row (in each of 2 ranges): the copy's monitor sees the
+    target's COPY failed and stops the source's (libpq reports a target's error only at the
+    COPY's end, so the whole source would be read). The provider's own count of rows read
+    says how far it got."""
     rows = 3_000_000
     provider_db.sql("create table big (id int primary key, v int not null)")
     provider_db.sql(f"insert into big select g, g from generate_series(1, {rows}) g")
@@ -398,7 +399,8 @@ def test_a_target_that_fails_stops_the_read_of_its_source(provider_db, subscribe
 
     before = rows_read()
     with pytest.raises(TableError, match='violates check constraint "big_v_check"'):
-        copy_table(provider_db.dsn, subscriber_db.dsn, "big", progress_interval=0.05)
+        copy_table(provider_db.dsn, subscriber_db.dsn, "big", progress_interval=0.05,
+                   jobs=2, min_range_bytes=1)  # fmt: skip
     # the reader's counts arrive when its session ends (copy_table closed it)
     wait_for("the reader's statistics", lambda: rows_read() > before, timeout=30)
     assert rows_read() - before < rows / 2

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from londiste_rs import libpq
+from londiste_rs.pgcluster import wait_for
 
 TABLE = "create table t (id int primary key, body text)"
 OUT = b"copy t to stdout (format binary)"
@@ -79,13 +79,21 @@ def test_target_error_wins_over_the_cancel_it_caused(provider_db, subscriber_db)
     # a select-list SRF streams (in FROM it would be materialized first)
     endless = b"copy (select generate_series(1, 200000000), 'p') to stdout (format binary)"
     with _pair(provider_db, subscriber_db) as (src, dst):
-        timer = threading.Timer(0.5, src.cancel_safe)
-        timer.start()
-        started = time.monotonic()
-        with pytest.raises(psycopg.errors.UniqueViolation, match="t_pkey"):
+        pid = dst.info.backend_pid
+
+        def cancel_once_the_target_failed() -> None:
+            aborted = "select state = 'idle in transaction (aborted)' from pg_stat_activity"
+            wait_for("the target to fail",
+                     lambda: subscriber_db.sql(f"{aborted} where pid = {pid}") == [(True,)],
+                     timeout=60)  # fmt: skip
+            src.cancel_safe()
+
+        watcher = threading.Thread(target=cancel_once_the_target_failed)
+        watcher.start()
+        # in an explicit transaction, as initial_copy's writers: a failed COPY leaves it aborted
+        with pytest.raises(psycopg.errors.UniqueViolation, match="t_pkey"), dst.transaction():
             libpq.copy_between(src, endless, dst, IN)
-        timer.join()
-        assert time.monotonic() - started < 30
+        watcher.join()
         src.rollback()
         dst.rollback()
         assert src.execute("select 1").fetchone() == (1,)

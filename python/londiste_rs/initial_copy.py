@@ -233,15 +233,15 @@ class _Range:
         return self.dst.info.backend_pid
 
     def run(self, before: Callable[[Conn], None] | None) -> None:
-        if before is not None:
-            before(self.dst)
         if self.src.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
             raise psycopg.ProgrammingError("the copy's reader must be in its snapshot transaction")
-        rows, self.bytes = libpq.copy_between(
-            self.src, self.copy_out.as_bytes(self.src), self.dst, self.copy_in.as_bytes(self.dst)
-        )
-        if self.commit:
-            self.dst.commit()
+        # an explicit transaction (else the caller's): a failed COPY then leaves the writer
+        # 'idle in transaction (aborted)', which the monitor (`_load`) looks for
+        with self.dst.transaction() if self.commit else contextlib.nullcontext():
+            if before is not None:
+                before(self.dst)
+            copy_out, copy_in = self.copy_out.as_bytes(self.src), self.copy_in.as_bytes(self.dst)
+            rows, self.bytes = libpq.copy_between(self.src, copy_out, self.dst, copy_in)
         self.rows = rows
 
     def stop_source(self) -> None:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.pgcluster import TempCluster
+from londiste_rs.devtools.pgcluster import TempCluster
 
 OWNER = "lrs_owner"
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from londiste_rs import queue, schema
 from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
-from londiste_rs.layout import table_layout, type_map
+from londiste_rs.pg.catalog import table_layout, type_map
+from londiste_rs.store import queue, schema
 
 Q = "cq"
 BATCH_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from londiste_rs import daemon
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 
 # A job that loops until asked to stop; "stubborn" ignores stop requests (for -k).
 JOB = """

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from londiste_rs import ddl
-from londiste_rs.ddl import TableName, parse_name, resolve
 from londiste_rs.errors import TableError
-from londiste_rs.initial_copy import copy_table
+from londiste_rs.pg import ddl
+from londiste_rs.pg.ddl import TableName, parse_name, resolve
+from londiste_rs.tables.initial_copy import copy_table
 
 
 def test_parse_name():

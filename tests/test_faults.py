@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.pgcluster import TempCluster, wait_for
-from londiste_rs.processes import spawn_cli as spawn
-from londiste_rs.processes import stop_gracefully as stop
+from londiste_rs.devtools.pgcluster import TempCluster
+from londiste_rs.devtools.processes import spawn_cli as spawn
+from londiste_rs.devtools.processes import stop_gracefully as stop
+from londiste_rs.waiting import wait_for
 from test_node import job_ini, ok
 
 SCHEMA = """

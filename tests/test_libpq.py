@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from londiste_rs import libpq
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.pg import libpq
+from londiste_rs.waiting import wait_for
 
 TABLE = "create table t (id int primary key, body text)"
 OUT = b"copy t to stdout (format binary)"

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 from test_faults import spawn, stop
 from test_node import job_ini, ok
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from londiste_rs.config import load_job_config
-from londiste_rs.worker import Worker
+from londiste_rs.replication.worker import Worker
 from test_node import job_ini, ok, one_line_error, run_cli
 from test_worker import tick
 

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from londiste_rs import queue, schema
 from londiste_rs.errors import LondisteError, UsageError
+from londiste_rs.store import queue, schema
 
 Q = "q1"
 

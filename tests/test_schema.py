@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from londiste_rs import schema
 from londiste_rs.errors import LondisteError
+from londiste_rs.store import schema
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def test_install_from_wheel_into_empty_database(provider_db, tmp_path):
     script = textwrap.dedent(
         """
         import sys, psycopg
-        import londiste_rs.schema as s
+        import londiste_rs.store.schema as s
         assert s.__file__.startswith(sys.argv[2]), s.__file__
         with psycopg.connect(sys.argv[1], autocommit=True) as conn:
             print(s.install(conn))

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from londiste_rs.config import load_job_config
-from londiste_rs.worker import Worker
+from londiste_rs.replication.worker import Worker
 from test_node import ok, one_line_error, run_cli
 from test_tables import nodes
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from londiste_rs import ddl, sequences
 from londiste_rs.errors import TableError
+from londiste_rs.pg import ddl
+from londiste_rs.tables import sequences
 
 
 def _next(db, seq: str) -> int:

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from londiste_rs import daemon, initial_copy, tables
+from londiste_rs import daemon
 from londiste_rs.config import load_job_config
-from londiste_rs.worker import Worker
+from londiste_rs.replication.worker import Worker
+from londiste_rs.tables import initial_copy
+from londiste_rs.tables import verbs as tables
 from test_node import job_ini, ok, one_line_error, run_cli
 from test_worker import drain, tick
 
@@ -226,7 +228,7 @@ def test_create_full_skips_a_foreign_key_to_a_missing_table(tmp_path, provider_d
 def test_copy_in_ranges_while_the_provider_writes(
     tmp_path, provider_db, subscriber_db, monkeypatch, caplog
 ):
-    caplog.set_level(logging.INFO, logger="londiste_rs.initial_copy")
+    caplog.set_level(logging.INFO, logger="londiste_rs.tables.initial_copy")
     schema = "create table big (id int primary key, v int, pad text);"
     provider_db.sql(
         schema + "insert into big select g, 0, repeat('p', 200) from generate_series(1, 60000) g"

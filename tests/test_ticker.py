@@ -12,8 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from londiste_rs import _native, daemon, schema
-from londiste_rs.pgcluster import TempCluster, wait_for
+from londiste_rs import _native, daemon
+from londiste_rs.devtools.pgcluster import TempCluster
+from londiste_rs.store import schema
+from londiste_rs.waiting import wait_for
 from test_daemon import kill_leftover_daemons
 from test_ticker_cli import cli, started_pid
 

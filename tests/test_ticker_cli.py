@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from londiste_rs import daemon
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 from test_daemon import kill_leftover_daemons
 
 __all__ = ["kill_leftover_daemons"]  # autouse: kills daemons a failed test leaves

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 
 SCHEMA = """
 create table accounts (id int primary key, owner text not null, balance numeric(12, 2));

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from londiste_rs.config import load_job_config
-from londiste_rs.pgcluster import wait_for
-from londiste_rs.processes import spawn_cli as spawn
-from londiste_rs.processes import stop_gracefully
-from londiste_rs.worker import Worker
+from londiste_rs.devtools.processes import spawn_cli as spawn
+from londiste_rs.devtools.processes import stop_gracefully
+from londiste_rs.replication.worker import Worker
+from londiste_rs.waiting import wait_for
 from test_node import job_ini, ok
 
 SCHEMA = """

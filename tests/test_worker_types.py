@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from londiste_rs import apply
 from londiste_rs.config import load_job_config
-from londiste_rs.worker import Worker
+from londiste_rs.replication import apply
+from londiste_rs.replication.worker import Worker
 from test_node import job_ini, ok
 from test_worker import drain, tick
 

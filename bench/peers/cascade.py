@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 from peers.base import Link
 from support import procs
 from support.env import Db

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from londiste_rs.pgcluster import find_bindir, wait_for
+from londiste_rs.devtools.pgcluster import find_bindir
+from londiste_rs.waiting import wait_for
 from peers.base import Link, Tool
 from support import procs
 from support.env import Db

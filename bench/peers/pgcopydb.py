@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from londiste_rs.pgcluster import find_bindir
+from londiste_rs.devtools.pgcluster import find_bindir
 from support import deps, procs
 from support.env import Db
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from londiste_rs.pgcluster import find_bindir
+from londiste_rs.devtools.pgcluster import find_bindir
 from peers.base import Tool
 from scenarios import Context
 from support import flow, procs, verify

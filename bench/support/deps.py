@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from londiste_rs.pgcluster import find_bindir
+from londiste_rs.devtools.pgcluster import find_bindir
 
 DEBIAN_PACKAGES = (
     "python3-londiste",

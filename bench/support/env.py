@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from londiste_rs.pgcluster import TempCluster
+from londiste_rs.devtools.pgcluster import TempCluster
 from support import workload
 
 # The parallel copy jobs every tool gets where many tables are copied at once (londiste's

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 from peers.base import Link, Tool
 from support import verify, workload
 from support.env import BenchEnv, Db

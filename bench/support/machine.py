@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from londiste_rs import __version__
-from londiste_rs.pgcluster import find_bindir
+from londiste_rs.devtools.pgcluster import find_bindir
 from support.env import SETTINGS
 
 
@@ -54,7 +54,7 @@ def describe() -> str:
         ("OS", f"{platform.platform()}"),
         ("PostgreSQL", _cmd(str(find_bindir() / "postgres"), "--version")),
         ("cluster settings (both)", ", ".join(f"{k}={v}" for k, v in SETTINGS.items())
-         + " (plus londiste_rs.pgcluster defaults: fsync=off, full_page_writes=off)"),
+         + " (plus londiste_rs.devtools.pgcluster defaults: fsync=off, full_page_writes=off)"),
         ("londiste-rs", f"{__version__} (git {commit})"),
         ("stock londiste3", f"python3-londiste {_deb('python3-londiste')}, pgqd {_deb('pgqd')}, "
                             f"pgq {_deb('postgresql-15-pgq3')} (Debian)"),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from londiste_rs.demo import table_digest
+from londiste_rs.devtools.demo import table_digest
 
 
 def digests(dsn: str, tables: Sequence[str]) -> dict[str, tuple[int, str]]:

@@ -39,7 +39,7 @@ from typing import NoReturn, Protocol
 
 from londiste_rs.errors import LondisteError
 from londiste_rs.logsetup import log_to_file_only, reopen_logfiles, setup_logging
-from londiste_rs.pgcluster import wait_for
+from londiste_rs.waiting import wait_for
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs import daemon
 from londiste_rs.config import TickerConfig, load_ticker_config
-from londiste_rs.db import connect, first_line, redact
 from londiste_rs.errors import ConfigError, LondisteError
+from londiste_rs.pg.db import connect, first_line, redact
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import typer
 
 import londiste_rs.cli as _cli_package
 from londiste_rs.cli.app import OPTIONS, app
-from londiste_rs.db import redact
 from londiste_rs.errors import LondisteError
+from londiste_rs.pg.db import redact
 
 # Every module of this package registers its verbs on `app` when imported.
 for _module in pkgutil.iter_modules(_cli_package.__path__):

@@ -12,7 +12,7 @@ def demo(
     scale: int = typer.Option(1, help="pgbench scale: 10000 accounts per unit."),
 ) -> None:
     """Replicate a pgbench-like schema between two throwaway local clusters, then clean up."""
-    from londiste_rs.demo import run_demo
+    from londiste_rs.devtools.demo import run_demo
 
     ok = run_demo(typer.echo, scale=scale)
     typer.echo("demo finished: subscriber equals provider" if ok else "demo FAILED: tables differ")

@@ -13,7 +13,7 @@ import typer
 from londiste_rs import daemon
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.config import JobConfig, load_job_config
-from londiste_rs.db import connect, redact
+from londiste_rs.pg.db import connect, redact
 
 ConfigArg = typer.Argument(..., metavar="CONFIG.ini", help="The node's job file ([londiste3]).")
 ProviderOpt = typer.Option(None, "--provider", help="Connect string of the node to follow.")
@@ -53,7 +53,7 @@ def create_root(
     connstr: str = typer.Argument(None, help="Public connect string of this node."),
 ) -> None:
     """Make this database the root of the queue (installs the schema, creates the queue)."""
-    from londiste_rs.node import create_root as make
+    from londiste_rs.cascade.node import create_root as make
 
     _created("root", name, make(_cfg(config), name, connstr))
 
@@ -66,7 +66,7 @@ def create_branch(
     provider: str = ProviderOpt,
 ) -> None:
     """Make this database a branch: it applies the provider's events and re-queues them."""
-    from londiste_rs.node import create_subscriber
+    from londiste_rs.cascade.node import create_subscriber
 
     _created("branch", name, create_subscriber(_cfg(config), "branch", name, connstr, provider))
 
@@ -79,7 +79,7 @@ def create_leaf(
     provider: str = ProviderOpt,
 ) -> None:
     """Make this database a leaf: it applies the provider's events."""
-    from londiste_rs.node import create_subscriber
+    from londiste_rs.cascade.node import create_subscriber
 
     _created("leaf", name, create_subscriber(_cfg(config), "leaf", name, connstr, provider))
 
@@ -87,7 +87,7 @@ def create_leaf(
 @app.command()
 def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
-    from londiste_rs.worker import run_worker
+    from londiste_rs.replication.worker import run_worker
 
     cfg = _cfg(config)
     daemon.dispatch(
@@ -103,8 +103,8 @@ def worker(config: Path = ConfigArg) -> None:
 @app.command()
 def members(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """List the members of the cascade this node knows."""
-    from londiste_rs.node import members as list_members
-    from londiste_rs.node import require_node
+    from londiste_rs.cascade.node import members as list_members
+    from londiste_rs.cascade.node import require_node
 
     cfg = _cfg(config)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
@@ -121,7 +121,7 @@ def members(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 @app.command("node-info")
 def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Show this node: name, type, queue, provider, position, flags."""
-    from londiste_rs.node import require_node
+    from londiste_rs.cascade.node import require_node
 
     cfg = _cfg(config)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
@@ -144,7 +144,7 @@ def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Every node of the cascade: lag in seconds and ticks, last error, paused, tables."""
-    from londiste_rs.node import cascade_status
+    from londiste_rs.cascade.node import cascade_status
 
     nodes = cascade_status(_cfg(config))
     if as_json:
@@ -169,8 +169,8 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
 
 def _pause(config: Path, paused: bool) -> None:
-    from londiste_rs.node import get_node_info, set_paused, worker_running
-    from londiste_rs.pgcluster import wait_for
+    from londiste_rs.cascade.node import get_node_info, set_paused, worker_running
+    from londiste_rs.waiting import wait_for
 
     cfg = _cfg(config)
     info = set_paused(cfg, paused)
@@ -206,7 +206,7 @@ TimeoutOpt = typer.Option(None, "--timeout", help="Give up after this many secon
 @app.command("wait-root")
 def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied the root's current last tick."""
-    from londiste_rs.node import root_location, wait_for_tick
+    from londiste_rs.cascade.node import root_location, wait_for_tick
 
     cfg = _cfg(config)
     tick = wait_for_tick(cfg, root_location(cfg), timeout)
@@ -216,7 +216,7 @@ def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
 @app.command("wait-provider")
 def wait_provider(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied its provider's current last tick."""
-    from londiste_rs.node import require_node, wait_for_tick
+    from londiste_rs.cascade.node import require_node, wait_for_tick
 
     cfg = _cfg(config)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
@@ -232,7 +232,7 @@ def change_provider(
     provider: str = typer.Option(..., "--provider", help="Name (or connect string) of the node."),
 ) -> None:
     """Follow another provider from the current tick on (nothing lost, nothing repeated)."""
-    from londiste_rs.node import change_provider as move
+    from londiste_rs.cascade.node import change_provider as move
 
     typer.echo(f"now following {move(_cfg(config), provider)}")
 
@@ -241,7 +241,7 @@ def change_provider(
 def drop_node(config: Path = ConfigArg, name: str = typer.Argument(..., help="Node name.")) -> None:
     """Remove a node (this one, or another member, also a dead one): refused while it has
     subscribers; drops it in its database and from every member's list."""
-    from londiste_rs.node import drop_node as drop
+    from londiste_rs.cascade.node import drop_node as drop
 
     unreached = drop(_cfg(config), name)
     typer.echo(f"node {name} dropped")

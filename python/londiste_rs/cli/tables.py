@@ -10,7 +10,7 @@ import typer
 
 from londiste_rs.cli.app import app
 from londiste_rs.cli.node import ConfigArg, JsonOpt, _cfg, _json
-from londiste_rs.db import connect
+from londiste_rs.pg.db import connect
 
 TablesArg = typer.Argument(None, help="Tables: [schema.]name, quoted as in SQL, globs allowed.")
 SeqsArg = typer.Argument(None, help="Sequences: [schema.]name, quoted as in SQL, globs allowed.")
@@ -39,7 +39,7 @@ def _say(verb: str, names: list[str]) -> None:
 
 
 def _wait(config: Path, timeout: float | None) -> None:
-    from londiste_rs.tables import wait_sync
+    from londiste_rs.tables.verbs import wait_sync
 
     def report(ok: int, total: int) -> None:
         typer.echo(f"{ok}/{total} tables in sync")
@@ -79,7 +79,7 @@ def add_table(
 ) -> None:
     """Replicate tables: capture them on the root; on a branch or leaf, apply them after the
     worker's initial copy."""
-    from londiste_rs.tables import add_tables
+    from londiste_rs.tables.verbs import add_tables
 
     added = add_tables(
         _cfg(config),
@@ -103,7 +103,7 @@ def remove_table(
     config: Path = ConfigArg, tables: list[str] = TablesArg, all_: bool = AllOpt
 ) -> None:
     """Stop replicating tables here (the tables and their rows stay)."""
-    from londiste_rs.tables import remove_tables
+    from londiste_rs.tables.verbs import remove_tables
 
     _say("Table removed", remove_tables(_cfg(config), list(tables or []), all_))
 
@@ -111,9 +111,9 @@ def remove_table(
 @app.command("tables")
 def tables_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """The node's tables: state, and the initial copy's rows, bytes, rate and ETA."""
-    from londiste_rs.node import require_node
+    from londiste_rs.cascade.node import require_node
     from londiste_rs.progress import describe
-    from londiste_rs.tables import table_states
+    from londiste_rs.tables.verbs import table_states
 
     cfg = _cfg(config)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
@@ -144,7 +144,7 @@ def tables_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 @app.command("missing")
 def missing_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Tables and sequences this node could replicate but does not."""
-    from londiste_rs.tables import missing
+    from londiste_rs.tables.verbs import missing
 
     found = missing(_cfg(config))
     if as_json:
@@ -164,7 +164,7 @@ def resync_cmd(
 ) -> None:
     """Copy tables again (also failed ones): the worker empties and reloads them
     (--copy-node=PROVIDER goes back to copying from the provider)."""
-    from londiste_rs.tables import resync
+    from londiste_rs.tables.verbs import resync
 
     names = resync(_cfg(config), list(tables or []), all_, copy_node, find_copy_node)
     _say("Table to copy again", names)
@@ -186,7 +186,7 @@ def add_seq(
     ),
 ) -> None:
     """Replicate sequences: a branch or leaf keeps them at or ahead of its provider's."""
-    from londiste_rs.tables import add_seqs
+    from londiste_rs.tables.verbs import add_seqs
 
     _say("Sequence added", add_seqs(_cfg(config), list(seqs or []), all_, create))
 
@@ -194,7 +194,7 @@ def add_seq(
 @app.command("remove-seq")
 def remove_seq(config: Path = ConfigArg, seqs: list[str] = SeqsArg, all_: bool = AllOpt) -> None:
     """Stop replicating sequences here (they stay)."""
-    from londiste_rs.tables import remove_seqs
+    from londiste_rs.tables.verbs import remove_seqs
 
     _say("Sequence removed", remove_seqs(_cfg(config), list(seqs or []), all_))
 
@@ -202,7 +202,7 @@ def remove_seq(config: Path = ConfigArg, seqs: list[str] = SeqsArg, all_: bool =
 @app.command("seqs")
 def seqs_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """The node's sequences: the next value here and on the provider."""
-    from londiste_rs.tables import seq_states
+    from londiste_rs.tables.verbs import seq_states
 
     states = seq_states(_cfg(config))
     if as_json:
@@ -225,7 +225,7 @@ def sync_seqs_cmd(
 ) -> None:
     """Move this node's sequences to its provider's values now (the worker does it forward
     only every few seconds)."""
-    from londiste_rs.tables import sync_seqs
+    from londiste_rs.tables.verbs import sync_seqs
 
     for s in sync_seqs(_cfg(config), list(seqs or []), exact):
         change = f"{s.before} -> {s.provider}" if s.changed else f"{s.before} (unchanged)"

@@ -39,10 +39,10 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel, pq, sql
 
-from londiste_rs import ddl, libpq
-from londiste_rs.db import connect, first_line
-from londiste_rs.ddl import Column, TableName
 from londiste_rs.errors import LondisteError, TableError
+from londiste_rs.pg import ddl, libpq
+from londiste_rs.pg.db import connect, first_line
+from londiste_rs.pg.ddl import Column, TableName
 from londiste_rs.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from londiste_rs import _native
-from londiste_rs.db import first_line
 from londiste_rs.errors import NotInstalledError
+from londiste_rs.pg.db import first_line
 
 SCHEMA = "londiste_rs"
 VERSION_MARKER = "@PACKAGE_VERSION@"

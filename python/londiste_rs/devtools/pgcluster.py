@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -216,17 +215,3 @@ class TempCluster:
     def drop_database(self, name: str) -> None:
         with self.connect() as conn:
             conn.execute(f'drop database if exists "{name}" with (force)')
-
-
-def wait_for(what: str, check: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Polls `check()` until it returns something truthy, and returns that; raises
-    TimeoutError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)

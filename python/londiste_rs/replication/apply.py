@@ -29,12 +29,12 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from londiste_rs import libpq
 from londiste_rs._native import BatchDecoder
-from londiste_rs.ddl import name_of
 from londiste_rs.errors import TableError
-from londiste_rs.layout import TableLayout, type_map
-from londiste_rs.tables import parents_first
+from londiste_rs.pg import libpq
+from londiste_rs.pg.catalog import TableLayout, type_map
+from londiste_rs.pg.ddl import name_of
+from londiste_rs.tables.verbs import parents_first
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs import daemon, libpq
-from londiste_rs.apply import (
+from londiste_rs import daemon
+from londiste_rs.cascade.node import NodeInfo, require_node
+from londiste_rs.config import JobConfig
+from londiste_rs.errors import ConnectError, LondisteError
+from londiste_rs.pg import libpq
+from londiste_rs.pg.catalog import table_layout
+from londiste_rs.pg.db import connect, first_line, redact
+from londiste_rs.replication.apply import (
     TablePlan,
     TypeMap,
     apply_events,
@@ -40,12 +46,7 @@ from londiste_rs.apply import (
     prepare_staging,
     read_copy,
 )
-from londiste_rs.config import JobConfig
-from londiste_rs.db import connect, first_line, redact
-from londiste_rs.errors import ConnectError, LondisteError
-from londiste_rs.layout import table_layout
-from londiste_rs.node import NodeInfo, require_node
-from londiste_rs.tables import (
+from londiste_rs.tables.verbs import (
     SEQ_SYNC_INTERVAL,
     TABLES_CHANNEL,
     CopyWaits,

@@ -18,9 +18,9 @@ import psycopg
 from psycopg.rows import class_row
 
 from londiste_rs.config import JobConfig
-from londiste_rs.db import connect, describe, first_line
 from londiste_rs.errors import LondisteError, NotInstalledError, UsageError
-from londiste_rs.schema import install, installed_version
+from londiste_rs.pg.db import connect, describe, first_line
+from londiste_rs.store.schema import install, installed_version
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs.db import first_line
 from londiste_rs.errors import TableError
+from londiste_rs.pg.db import first_line
 
 log = logging.getLogger(__name__)
 

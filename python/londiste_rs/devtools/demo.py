@@ -22,8 +22,9 @@ from typing import Any
 
 import psycopg
 
-from londiste_rs.pgcluster import TempCluster, wait_for
-from londiste_rs.processes import spawn_cli, stop_gracefully
+from londiste_rs.devtools.pgcluster import TempCluster
+from londiste_rs.devtools.processes import spawn_cli, stop_gracefully
+from londiste_rs.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,9 @@ def _pgbench_transactions(conn: psycopg.Connection[Any], scale: int, count: int)
 
 def run_demo(say: Callable[[str], None], scale: int = 1, seconds: float = 5.0) -> bool:
     """Runs the demo; returns True when the subscriber ended equal to the provider."""
+    from londiste_rs.cascade.node import cascade_status, create_root, create_subscriber
     from londiste_rs.config import load_job_config
-    from londiste_rs.node import cascade_status, create_root, create_subscriber
-    from londiste_rs.tables import add_tables
+    from londiste_rs.tables.verbs import add_tables
 
     procs: list[subprocess.Popen[bytes]] = []
     with _interrupt_on_sigterm():

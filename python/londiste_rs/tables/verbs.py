@@ -54,14 +54,15 @@ from urllib.parse import parse_qsl, urlencode
 import psycopg
 from psycopg import sql
 
-from londiste_rs import ddl, initial_copy, sequences
+from londiste_rs.cascade.node import NodeInfo, get_node_info, members, require_node
 from londiste_rs.config import JobConfig
-from londiste_rs.db import connect, describe, first_line
-from londiste_rs.ddl import SEQUENCE_KINDS, TableName, name_of
 from londiste_rs.errors import LondisteError, TableError, UsageError
-from londiste_rs.initial_copy import CopyFailed, CopyResult, SourceNotReady, copy_tables
-from londiste_rs.node import NodeInfo, get_node_info, members, require_node
+from londiste_rs.pg import ddl
+from londiste_rs.pg.db import connect, describe, first_line
+from londiste_rs.pg.ddl import SEQUENCE_KINDS, TableName, name_of
 from londiste_rs.progress import Progress, ProgressPrinter
+from londiste_rs.tables import initial_copy, sequences
+from londiste_rs.tables.initial_copy import CopyFailed, CopyResult, SourceNotReady, copy_tables
 
 log = logging.getLogger(__name__)
 

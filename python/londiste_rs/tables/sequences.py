@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs.ddl import SEQUENCE_KINDS, TableName, quoted_name, resolve
+from londiste_rs.pg.ddl import SEQUENCE_KINDS, TableName, quoted_name, resolve
 
 log = logging.getLogger(__name__)
 

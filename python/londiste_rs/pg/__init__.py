@@ -1,0 +1,2 @@
+"""PostgreSQL primitives shared by every part: connections, the libpq bridge, names,
+catalog reads and DDL. Nothing here knows the londiste_rs schema."""

@@ -305,7 +305,7 @@ def test_a_copy_node_that_stays_behind_fails_the_table_and_resync_recovers(
     """The copy node's worker is stopped while the subscriber is ahead of it: replay holds
     for COPY_NODE_WAIT, then the table is marked failed with the fix, replay goes on for the
     other tables, and `resync --copy-node=<provider>` copies it from the provider."""
-    monkeypatch.setattr("londiste_rs.tables.verbs.COPY_NODE_WAIT", 1.0)
+    monkeypatch.setattr("londiste_rs.tables.copy_source.COPY_NODE_WAIT", 1.0)
     clusters = (provider_cluster, subscriber_cluster, third_cluster)
     dbs, inis = cascade_nodes(tmp_path, make_db, clusters, ("root", "branch", "leaf"))
     root_db, _, leaf_db = dbs.values()

@@ -6,7 +6,8 @@ import pytest
 
 from londiste_rs.errors import TableError
 from londiste_rs.pg import ddl
-from londiste_rs.pg.ddl import TableName, parse_name, resolve
+from londiste_rs.pg import names as pgnames
+from londiste_rs.pg.names import TableName, parse_name, resolve
 from londiste_rs.tables.initial_copy import copy_table
 
 
@@ -35,14 +36,14 @@ def test_resolve_names_and_globs(provider_db):
         ]  # fmt: skip
         assert names[3] == TableName("public", "Mixed Case")
         assert [str(n) for n in resolve(conn, ["*.t1"])] == ["public.t1", "s2.t1"]
-        assert [str(n) for n in resolve(conn, ["s2.*"], kinds=ddl.SEQUENCE_KINDS)] == ["s2.seq"]
+        assert [str(n) for n in resolve(conn, ["s2.*"], kinds=pgnames.SEQUENCE_KINDS)] == ["s2.seq"]
         with pytest.raises(TableError, match="does not exist on the provider") as e:
             resolve(conn, ["mixed case"], where="the provider")
         assert "\n" not in str(e.value)
         with pytest.raises(TableError, match="matches"):
             resolve(conn, ["nothere.*"])
         with pytest.raises(TableError, match=r"sequence 's2\.t1' does not exist"):
-            resolve(conn, ["s2.t1"], kinds=ddl.SEQUENCE_KINDS)
+            resolve(conn, ["s2.t1"], kinds=pgnames.SEQUENCE_KINDS)
 
 
 def _definition(db, table: str) -> list[tuple[object, ...]]:

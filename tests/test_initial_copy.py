@@ -10,8 +10,9 @@ import threading
 import pytest
 
 from londiste_rs.errors import TableError
+from londiste_rs.pg.snapshot import Snapshot
 from londiste_rs.progress import Progress, ProgressPrinter
-from londiste_rs.tables.initial_copy import CopyFailed, Snapshot, copy_table, copy_tables
+from londiste_rs.tables.initial_copy import CopyFailed, copy_table, copy_tables
 from londiste_rs.waiting import wait_for
 
 ACCOUNTS = "create table {} (aid int primary key, bid int, abalance int, filler char(84))"

@@ -17,8 +17,7 @@ import pytest
 from londiste_rs import daemon
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
-from londiste_rs.tables import initial_copy
-from londiste_rs.tables import verbs as tables
+from londiste_rs.tables import copy_round, initial_copy
 from test_node import job_ini, ok, one_line_error, run_cli
 from test_worker import drain, tick
 
@@ -505,7 +504,7 @@ def test_a_copy_round_cut_by_a_crash_is_repaired_by_the_next(
         raise _Crash
 
     monkeypatch.setattr(initial_copy, "copy_table", crash_on_kinds)
-    monkeypatch.setattr(tables._Round, "close", crash)  # the end of the round never runs
+    monkeypatch.setattr(copy_round._Round, "close", crash)  # the end of the round never runs
     worker = Worker(load_job_config(Path(leaf)))
     with pytest.raises(_Crash):
         worker.step()

@@ -6,10 +6,8 @@ verb first. `main` swaps the two before Typer sees them, so both orders work.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import pkgutil
 import sys
 import traceback
 from collections.abc import Sequence
@@ -17,14 +15,11 @@ from collections.abc import Sequence
 import psycopg
 import typer
 
-import londiste_rs.cli as _cli_package
+# The verb modules: each registers its verbs on `app` when imported.
+from londiste_rs.cli import demo, node, tables, ticker  # noqa: F401
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.errors import LondisteError
 from londiste_rs.pg.db import redact
-
-# Every module of this package registers its verbs on `app` when imported.
-for _module in pkgutil.iter_modules(_cli_package.__path__):
-    importlib.import_module(f"londiste_rs.cli.{_module.name}")
 
 # Options that take no value, and so can stand anywhere before the config file.
 _FLAGS = {"-d", "--daemon", "-s", "--stop", "-k", "--kill", "-r", "--reload", "-q", "--quiet"}

@@ -3,42 +3,15 @@ status, pause, resume, wait-root, wait-provider, change-provider, drop-node."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from datetime import date, datetime
 from pathlib import Path
 
 import typer
 
 from londiste_rs import daemon
 from londiste_rs.cli.app import OPTIONS, app
-from londiste_rs.config import JobConfig, load_job_config
-from londiste_rs.pg.db import connect, redact
-
-ConfigArg = typer.Argument(..., metavar="CONFIG.ini", help="The node's job file ([londiste3]).")
-ProviderOpt = typer.Option(None, "--provider", help="Connect string of the node to follow.")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
-
-
-def _cfg(config: Path) -> JobConfig:
-    return load_job_config(config)
-
-
-def _json(data: object) -> None:
-    """Prints `data` as one JSON document: times as ISO text, every password redacted."""
-
-    def clean(v: object) -> object:
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        if isinstance(v, str):
-            return redact(v)
-        if isinstance(v, (datetime, date)):
-            return v.isoformat()
-        return v
-
-    typer.echo(json.dumps(clean(data)))
+from londiste_rs.cli.common import ConfigArg, JsonOpt, ProviderOpt, TimeoutOpt, cfg_of, echo_json
+from londiste_rs.pg.db import redact
 
 
 def _created(kind: str, name: str, created: bool) -> None:
@@ -55,7 +28,7 @@ def create_root(
     """Make this database the root of the queue (installs the schema, creates the queue)."""
     from londiste_rs.cascade.node import create_root as make
 
-    _created("root", name, make(_cfg(config), name, connstr))
+    _created("root", name, make(cfg_of(config), name, connstr))
 
 
 @app.command("create-branch")
@@ -68,7 +41,7 @@ def create_branch(
     """Make this database a branch: it applies the provider's events and re-queues them."""
     from londiste_rs.cascade.node import create_subscriber
 
-    _created("branch", name, create_subscriber(_cfg(config), "branch", name, connstr, provider))
+    _created("branch", name, create_subscriber(cfg_of(config), "branch", name, connstr, provider))
 
 
 @app.command("create-leaf")
@@ -81,7 +54,7 @@ def create_leaf(
     """Make this database a leaf: it applies the provider's events."""
     from londiste_rs.cascade.node import create_subscriber
 
-    _created("leaf", name, create_subscriber(_cfg(config), "leaf", name, connstr, provider))
+    _created("leaf", name, create_subscriber(cfg_of(config), "leaf", name, connstr, provider))
 
 
 @app.command()
@@ -89,7 +62,7 @@ def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
     from londiste_rs.replication.worker import run_worker
 
-    cfg = _cfg(config)
+    cfg = cfg_of(config)
     daemon.dispatch(
         cfg.job_name,
         lambda: run_worker(cfg),
@@ -103,31 +76,28 @@ def worker(config: Path = ConfigArg) -> None:
 @app.command()
 def members(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """List the members of the cascade this node knows."""
-    from londiste_rs.cascade.node import members as list_members
-    from londiste_rs.cascade.node import require_node
+    from londiste_rs.cascade.node import list_members
 
-    cfg = _cfg(config)
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        require_node(conn, cfg, verb="members")
-        rows = list_members(conn, cfg.queue_name)
+    rows = list_members(cfg_of(config))
     if as_json:
-        _json([{"node_name": n, "dead": d, "node_location": loc} for n, loc, d in rows])
+        echo_json(
+            [{"node_name": m.name, "dead": m.dead, "node_location": m.location} for m in rows]
+        )
         return
     typer.echo(f"{'node_name':<20} {'dead':<5} node_location")
-    for name, location, dead in rows:
-        typer.echo(f"{name:<20} {dead!s:<5} {redact(location)}")
+    for m in rows:
+        typer.echo(f"{m.name:<20} {m.dead!s:<5} {redact(m.location)}")
 
 
 @app.command("node-info")
 def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Show this node: name, type, queue, provider, position, flags."""
-    from londiste_rs.cascade.node import require_node
+    from londiste_rs.cascade.node import local_node
 
-    cfg = _cfg(config)
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        info = require_node(conn, cfg, verb="node-info")
+    cfg = cfg_of(config)
+    info = local_node(cfg, "node-info")
     if as_json:
-        _json({"queue_name": cfg.queue_name, **asdict(info)})
+        echo_json({"queue_name": cfg.queue_name, **asdict(info)})
         return
     data = {k: redact(v) if isinstance(v, str) else v for k, v in asdict(info).items()}
     flags = [f for f, on in (("PAUSED", info.paused), ("NOT-UPTODATE", not info.uptodate)) if on]
@@ -144,11 +114,11 @@ def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Every node of the cascade: lag in seconds and ticks, last error, paused, tables."""
-    from londiste_rs.cascade.node import cascade_status
+    from londiste_rs.cascade.status import cascade_status
 
-    nodes = cascade_status(_cfg(config))
+    nodes = cascade_status(cfg_of(config))
     if as_json:
-        _json([{"depth": d, **asdict(s)} for d, s in nodes])
+        echo_json([{"depth": d, **asdict(s)} for d, s in nodes])
         return
     for depth, s in nodes:
         pad = "  " * depth + ("+--" if depth else "")
@@ -169,23 +139,15 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
 
 def _pause(config: Path, paused: bool) -> None:
-    from londiste_rs.cascade.node import get_node_info, set_paused, worker_running
-    from londiste_rs.waiting import wait_for
+    from londiste_rs.cascade.node import set_paused, worker_acknowledged
 
-    cfg = _cfg(config)
+    cfg = cfg_of(config)
     info = set_paused(cfg, paused)
     word = "paused" if paused else "resumed"
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-
-        def acked() -> bool:
-            cur = get_node_info(conn, cfg.queue_name)
-            return cur is None or cur.uptodate
-
-        try:
-            wait_for("the worker to acknowledge", acked, timeout=10 if worker_running(cfg) else 0)
-            typer.echo(f"node {info.node_name} {word}")
-        except TimeoutError:
-            typer.echo(f"node {info.node_name} {word} (no running worker acknowledged it yet)")
+    if worker_acknowledged(cfg):
+        typer.echo(f"node {info.node_name} {word}")
+    else:
+        typer.echo(f"node {info.node_name} {word} (no running worker acknowledged it yet)")
 
 
 @app.command()
@@ -200,15 +162,12 @@ def resume(config: Path = ConfigArg) -> None:
     _pause(config, False)
 
 
-TimeoutOpt = typer.Option(None, "--timeout", help="Give up after this many seconds.")
-
-
 @app.command("wait-root")
 def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied the root's current last tick."""
     from londiste_rs.cascade.node import root_location, wait_for_tick
 
-    cfg = _cfg(config)
+    cfg = cfg_of(config)
     tick = wait_for_tick(cfg, root_location(cfg), timeout)
     typer.echo(f"caught up with the root (tick {tick})")
 
@@ -216,11 +175,10 @@ def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
 @app.command("wait-provider")
 def wait_provider(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied its provider's current last tick."""
-    from londiste_rs.cascade.node import require_node, wait_for_tick
+    from londiste_rs.cascade.node import local_node, wait_for_tick
 
-    cfg = _cfg(config)
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        info = require_node(conn, cfg, ("branch", "leaf"), "wait-provider")
+    cfg = cfg_of(config)
+    info = local_node(cfg, "wait-provider", ("branch", "leaf"))
     assert info.provider_location is not None
     tick = wait_for_tick(cfg, info.provider_location, timeout)
     typer.echo(f"caught up with provider {info.provider_node} (tick {tick})")
@@ -234,7 +192,7 @@ def change_provider(
     """Follow another provider from the current tick on (nothing lost, nothing repeated)."""
     from londiste_rs.cascade.node import change_provider as move
 
-    typer.echo(f"now following {move(_cfg(config), provider)}")
+    typer.echo(f"now following {move(cfg_of(config), provider)}")
 
 
 @app.command("drop-node")
@@ -243,7 +201,7 @@ def drop_node(config: Path = ConfigArg, name: str = typer.Argument(..., help="No
     subscribers; drops it in its database and from every member's list."""
     from londiste_rs.cascade.node import drop_node as drop
 
-    unreached = drop(_cfg(config), name)
+    unreached = drop(cfg_of(config), name)
     typer.echo(f"node {name} dropped")
     for member, why in sorted(unreached.items()):
         typer.echo(

@@ -9,13 +9,12 @@ from pathlib import Path
 import typer
 
 from londiste_rs.cli.app import app
-from londiste_rs.cli.node import ConfigArg, JsonOpt, _cfg, _json
-from londiste_rs.pg.db import connect
+from londiste_rs.cli.common import ConfigArg, JsonOpt, TimeoutOpt, cfg_of, echo_json
+from londiste_rs.store.tables import MergeState
 
 TablesArg = typer.Argument(None, help="Tables: [schema.]name, quoted as in SQL, globs allowed.")
 SeqsArg = typer.Argument(None, help="Sequences: [schema.]name, quoted as in SQL, globs allowed.")
 AllOpt = typer.Option(False, "--all", help="Every one (the provider's, on a branch or leaf).")
-TimeoutOpt = typer.Option(None, "--timeout", help="Give up after this many seconds.")
 CopyNodeOpt = typer.Option(
     None,
     "--copy-node",
@@ -44,7 +43,7 @@ def _wait(config: Path, timeout: float | None) -> None:
     def report(ok: int, total: int) -> None:
         typer.echo(f"{ok}/{total} tables in sync")
 
-    n = wait_sync(_cfg(config), timeout, report)
+    n = wait_sync(cfg_of(config), timeout, report)
     typer.echo(f"all {n} tables in sync")
 
 
@@ -82,7 +81,7 @@ def add_table(
     from londiste_rs.tables.verbs import add_tables
 
     added = add_tables(
-        _cfg(config),
+        cfg_of(config),
         list(tables or []),
         all_,
         expect_sync,
@@ -105,27 +104,23 @@ def remove_table(
     """Stop replicating tables here (the tables and their rows stay)."""
     from londiste_rs.tables.verbs import remove_tables
 
-    _say("Table removed", remove_tables(_cfg(config), list(tables or []), all_))
+    _say("Table removed", remove_tables(cfg_of(config), list(tables or []), all_))
 
 
 @app.command("tables")
 def tables_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """The node's tables: state, and the initial copy's rows, bytes, rate and ETA."""
-    from londiste_rs.cascade.node import require_node
     from londiste_rs.progress import describe
-    from londiste_rs.tables.verbs import table_states
+    from londiste_rs.tables.verbs import copy_progress, table_list
 
-    cfg = _cfg(config)
-    with connect(cfg.db, autocommit=True, what="node database") as conn:
-        require_node(conn, cfg, verb="tables")
-        states = table_states(conn, cfg.queue_name)
+    states = table_list(cfg_of(config))
     if as_json:
         out = []
         for s in states:
-            p = s.progress()
+            p = copy_progress(s)
             extra = {} if p is None else {"copy_rate": p.rate, "copy_eta": p.eta}
             out.append({**asdict(s), "state": s.state, **extra})
-        _json(out)
+        echo_json(out)
         return
     for s in states:
         line = f"{s.table_name} {s.state}"
@@ -133,8 +128,8 @@ def tables_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
             line += f" -> {s.dest_table}"
         if s.copy_node:
             line += f"  copy-node {s.copy_node}"
-        p = s.progress()
-        if p is not None and s.merge_state != "failed":
+        p = copy_progress(s)
+        if p is not None and s.merge_state is not MergeState.FAILED:
             line += "  copy " + describe(p).split(": ", 1)[1]
         if s.copy_error:
             line += f"  ERR: {s.copy_error}"
@@ -146,9 +141,9 @@ def missing_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """Tables and sequences this node could replicate but does not."""
     from londiste_rs.tables.verbs import missing
 
-    found = missing(_cfg(config))
+    found = missing(cfg_of(config))
     if as_json:
-        _json([{"kind": k, "name": n} for k, n in found])
+        echo_json([{"kind": k, "name": n} for k, n in found])
         return
     for kind, name in found:
         typer.echo(f"{kind} {name}")
@@ -166,7 +161,7 @@ def resync_cmd(
     (--copy-node=PROVIDER goes back to copying from the provider)."""
     from londiste_rs.tables.verbs import resync
 
-    names = resync(_cfg(config), list(tables or []), all_, copy_node, find_copy_node)
+    names = resync(cfg_of(config), list(tables or []), all_, copy_node, find_copy_node)
     _say("Table to copy again", names)
 
 
@@ -186,27 +181,27 @@ def add_seq(
     ),
 ) -> None:
     """Replicate sequences: a branch or leaf keeps them at or ahead of its provider's."""
-    from londiste_rs.tables.verbs import add_seqs
+    from londiste_rs.tables.sequences import add_seqs
 
-    _say("Sequence added", add_seqs(_cfg(config), list(seqs or []), all_, create))
+    _say("Sequence added", add_seqs(cfg_of(config), list(seqs or []), all_, create))
 
 
 @app.command("remove-seq")
 def remove_seq(config: Path = ConfigArg, seqs: list[str] = SeqsArg, all_: bool = AllOpt) -> None:
     """Stop replicating sequences here (they stay)."""
-    from londiste_rs.tables.verbs import remove_seqs
+    from londiste_rs.tables.sequences import remove_seqs
 
-    _say("Sequence removed", remove_seqs(_cfg(config), list(seqs or []), all_))
+    _say("Sequence removed", remove_seqs(cfg_of(config), list(seqs or []), all_))
 
 
 @app.command("seqs")
 def seqs_cmd(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
     """The node's sequences: the next value here and on the provider."""
-    from londiste_rs.tables.verbs import seq_states
+    from londiste_rs.tables.sequences import seq_states
 
-    states = seq_states(_cfg(config))
+    states = seq_states(cfg_of(config))
     if as_json:
-        _json([asdict(s) for s in states])
+        echo_json([asdict(s) for s in states])
         return
     for s in states:
         there = "" if s.provider_value is None else f"  provider {s.provider_value}"
@@ -225,8 +220,8 @@ def sync_seqs_cmd(
 ) -> None:
     """Move this node's sequences to its provider's values now (the worker does it forward
     only every few seconds)."""
-    from londiste_rs.tables.verbs import sync_seqs
+    from londiste_rs.tables.sequences import sync_seqs
 
-    for s in sync_seqs(_cfg(config), list(seqs or []), exact):
+    for s in sync_seqs(cfg_of(config), list(seqs or []), exact):
         change = f"{s.before} -> {s.provider}" if s.changed else f"{s.before} (unchanged)"
         typer.echo(f"{s.name} {change}")

@@ -112,7 +112,8 @@ def _pgbench_transactions(conn: psycopg.Connection[Any], scale: int, count: int)
 
 def run_demo(say: Callable[[str], None], scale: int = 1, seconds: float = 5.0) -> bool:
     """Runs the demo; returns True when the subscriber ended equal to the provider."""
-    from londiste_rs.cascade.node import cascade_status, create_root, create_subscriber
+    from londiste_rs.cascade.node import create_root, create_subscriber
+    from londiste_rs.cascade.status import cascade_status
     from londiste_rs.config import load_job_config
     from londiste_rs.tables.verbs import add_tables
 

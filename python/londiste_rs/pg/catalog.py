@@ -196,3 +196,27 @@ def type_map(
             dst_oid = found[(info.schema, info.name)]
         result[info.oid] = (dst_oid, info.kind, info.inner)
     return result
+
+
+def parents_first(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+    """`tables` sorted so that a table referenced by a foreign key comes before the tables
+    referencing it (a cycle keeps the given order for its members)."""
+    oids = [
+        int(conn.execute("select %s::regclass::oid::int8", [t]).fetchone()[0])  # type: ignore[index]
+        for t in tables
+    ]
+    edges = conn.execute(
+        "select conrelid::int8, confrelid::int8 from pg_constraint"
+        " where contype = 'f' and conrelid = any(%s) and confrelid = any(%s)"
+        " and conrelid <> confrelid",
+        [oids, oids],
+    ).fetchall()
+    parents: dict[int, set[int]] = {o: set() for o in oids}
+    for child, parent in edges:
+        parents[child].add(parent)
+    done: list[int] = []
+    while len(done) < len(oids):
+        ready = [o for o in oids if o not in done and parents[o] <= set(done)]
+        done.extend(ready or [o for o in oids if o not in done])
+    by_oid = dict(zip(oids, tables, strict=True))
+    return [by_oid[o] for o in done]

@@ -32,9 +32,8 @@ from psycopg import sql
 from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
 from londiste_rs.pg import libpq
-from londiste_rs.pg.catalog import TableLayout, type_map
-from londiste_rs.pg.ddl import name_of
-from londiste_rs.tables.verbs import parents_first
+from londiste_rs.pg.catalog import TableLayout, parents_first, type_map
+from londiste_rs.pg.names import name_of
 
 log = logging.getLogger(__name__)
 

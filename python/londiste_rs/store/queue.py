@@ -15,10 +15,22 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg import sql
 
 from londiste_rs.errors import NotInstalledError, TableError, UsageError
+from londiste_rs.pg.snapshot import Snapshot
 
 Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick of a queue: the point between two batches."""
+
+    tick_id: int
+    time: datetime
+    event_seq: int
+    snapshot: Snapshot
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,38 @@ def next_batch(
     if row is None or row[0] is None:
         return None
     return Batch(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+def get_tick(conn: Conn, queue: str, tick_id: int | None = None) -> Tick | None:
+    """Tick `tick_id` of the queue, or its last tick (None: no such tick here)."""
+    with _user_errors():
+        row = conn.execute(
+            "select tick_id, tick_time, tick_event_seq, tick_snapshot::text"
+            " from londiste_rs.get_tick(%s, %s)",
+            [queue, tick_id],
+        ).fetchone()
+    if row is None:
+        return None
+    return Tick(int(row[0]), row[1], int(row[2]), Snapshot.parse(row[3]))
+
+
+def last_tick_id(conn: Conn, queue: str) -> int | None:
+    """The queue's last tick here (a root's or a branch's queue)."""
+    tick = get_tick(conn, queue)
+    return None if tick is None else tick.tick_id
+
+
+def external_tick(conn: Conn, queue: str, tick: Tick) -> None:
+    """Gives a branch's queue (external_ticker) its provider's tick: same id, time, sequence."""
+    query = "select londiste_rs.ticker(%s, %s, %s, %s)"
+    _one(conn, query, [queue, tick.tick_id, tick.time, tick.event_seq])
+
+
+def current_event_table(conn: Conn, queue: str) -> sql.Identifier:
+    """The event table new events go into, quoted; the caller's transaction must hold a
+    transaction id already (as insert_event does), so rotation cannot slip in."""
+    name = str(_one(conn, "select londiste_rs.current_event_table(%s)", [queue]))
+    return sql.Identifier("londiste_rs", name)
 
 
 def batch_event_sql(conn: Conn, batch_id: int) -> str:

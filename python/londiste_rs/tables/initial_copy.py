@@ -41,8 +41,11 @@ from psycopg import IsolationLevel, pq, sql
 
 from londiste_rs.errors import LondisteError, TableError
 from londiste_rs.pg import ddl, libpq
+from londiste_rs.pg import names as pgnames
 from londiste_rs.pg.db import connect, first_line
-from londiste_rs.pg.ddl import Column, TableName
+from londiste_rs.pg.ddl import Column
+from londiste_rs.pg.names import TableName
+from londiste_rs.pg.snapshot import Snapshot
 from londiste_rs.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -54,31 +57,6 @@ MIN_RANGE_BYTES = 32 << 20
 PROGRESS_INTERVAL = 1.0
 # Type OIDs below this are built in and equal on every server (FirstNormalObjectId).
 _FIRST_USER_OID = 16384
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A pg_snapshot: transactions below xmin and not in xip, and below xmax, are visible."""
-
-    xmin: int
-    xmax: int
-    xip: tuple[int, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> Snapshot:
-        xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), tuple(int(x) for x in xip.split(",") if x))
-
-    def __str__(self) -> str:
-        return f"{self.xmin}:{self.xmax}:{','.join(map(str, self.xip))}"
-
-    def as_tuple(self) -> tuple[int, int, list[int]]:
-        """The form BatchDecoder.add_table(skip_snapshot=...) takes."""
-        return (self.xmin, self.xmax, list(self.xip))
-
-    def visible(self, txid: int) -> bool:
-        """pg_visible_in_snapshot(txid, self)."""
-        return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
 
 
 @dataclass(frozen=True)
@@ -257,7 +235,7 @@ class _Range:
 def _estimate(conn: Conn, table: TableName, partitioned: bool) -> tuple[int, int, int | None]:
     """(heap blocks now, block size, estimated rows) on the provider; a partitioned table's
     estimate is the sum over its partitions (and its blocks are not used: one range)."""
-    rel = sql.SQL("{}::regclass").format(sql.Literal(ddl.quoted_name(table)))
+    rel = sql.SQL("{}::regclass").format(sql.Literal(pgnames.quoted_name(table)))
     parts = (
         sql.SQL("(select relid from pg_partition_tree({}) where isleaf)").format(rel)
         if partitioned
@@ -328,7 +306,7 @@ def _snapshot_plan(
     the copy; `meta` reads the target's columns."""
     coord.isolation_level = IsolationLevel.REPEATABLE_READ
     coord.read_only = True
-    partitioned = ddl.relkind(coord, source) == "p"
+    partitioned = pgnames.relkind(coord, source) == "p"
     # A partitioned table's rows are in its partitions: read through the parent, one range.
     only = sql.SQL("" if partitioned else "ONLY ")
     coord.execute(sql.SQL("LOCK TABLE {}{} IN ACCESS SHARE MODE").format(only, source.ident))
@@ -402,14 +380,16 @@ def copy_table(
         admin = connect(dst_dsn, what="subscriber", autocommit=True)
         cleanup.append(admin)
         meta = into or admin
-        source = ddl.resolve_one(coord, table, where="the provider")
-        target = ddl.resolve_one(meta, dest if dest is not None else source, where="the subscriber")
+        source = pgnames.resolve_one(coord, table, where="the provider")
+        target = pgnames.resolve_one(
+            meta, dest if dest is not None else source, where="the subscriber"
+        )
         # Text travels in the provider's encoding on every connection, so binary and text
         # COPY bytes mean the same on both ends whatever the two database encodings are.
         encoding = coord.info.parameter_status("server_encoding") or "UTF8"
         coord.execute("select set_config('client_encoding', %s, false)", [encoding])
         coord.commit()
-        dst_partitioned = ddl.relkind(meta, target) == "p"
+        dst_partitioned = pgnames.relkind(meta, target) == "p"
         plan = _snapshot_plan(coord, meta, source, target, 1 if into else jobs, min_range_bytes)
         mark = None if at_snapshot is None else at_snapshot(coord, source)
 
@@ -628,7 +608,7 @@ def _largest_first(src_dsn: str, sources: Sequence[str | TableName]) -> list[int
     names: list[str | None] = []
     for s in sources:
         try:
-            names.append(ddl.quoted_name(s if isinstance(s, TableName) else ddl.name_of(s)))
+            names.append(pgnames.quoted_name(s if isinstance(s, TableName) else pgnames.name_of(s)))
         except TableError:  # not a valid name: its copy says so
             names.append(None)
     try:

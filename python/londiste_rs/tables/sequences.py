@@ -1,4 +1,5 @@
-"""Sequence values from the provider to the subscriber.
+"""Sequences: the verbs (add-seq, remove-seq, seqs, sync-seqs) and their values moved from
+the provider to the subscriber.
 
 A sequence's position is the value its next `nextval` returns: `last_value`, plus one
 increment once `is_called`. The regular sync only ever moves a subscriber sequence forward (in
@@ -19,7 +20,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs.pg.ddl import SEQUENCE_KINDS, TableName, quoted_name, resolve
+from londiste_rs.config import JobConfig
+from londiste_rs.errors import TableError, UsageError
+from londiste_rs.pg.db import connect
+from londiste_rs.pg.ddl import create_sequence
+from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, exists, quoted_name, resolve
+from londiste_rs.pg.names import select as select_names
+from londiste_rs.store import tables as store_tables
+from londiste_rs.tables.common import SUBSCRIBERS, all_user, local_seqs, node_for, provider_location
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +112,120 @@ def sync(
                 log.info("sequence %s: %d -> %d", name, s.next_value, p.next_value)
             out.append(SeqSync(name, p.next_value, s.next_value, change))
     return out
+
+
+# -- the verbs: add-seq, remove-seq, seqs, sync-seqs, and the worker's periodic sync ---------
+
+
+def add_seqs(cfg: JobConfig, names: list[str], all_: bool, create: bool = False) -> list[str]:
+    """Registers sequences: on the root any of the database's; on a branch or leaf those its
+    provider replicates (created here with --create), moved up to the provider's value."""
+    if not names and not all_:
+        raise UsageError("add-seq needs sequence names or --all")
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = node_for(cfg, conn, "add-seq")
+        have = set(local_seqs(conn, queue))
+        if info.node_type == "root":
+            if create:
+                raise UsageError("--create is for a branch or leaf; the root's sequences exist")
+            wanted = (
+                all_user(conn, SEQUENCE_KINDS)
+                if all_
+                else resolve(conn, names, kinds=SEQUENCE_KINDS, where=f"root {info.node_name}")
+            )
+            wanted = [s for s in wanted if s not in have]
+            with conn.transaction():
+                for s in wanted:
+                    store_tables.register_seq(conn, queue, str(s))
+            return [str(s) for s in wanted]
+        with connect(provider_location(info), autocommit=True, what="provider") as prov:
+            carried = local_seqs(prov, queue)
+            where = f"the sequences provider {info.provider_node} replicates (add them there first)"
+            wanted = carried if all_ else select_names(names, carried, what="sequence", where=where)
+            wanted = [s for s in wanted if s not in have]
+            with conn.transaction():
+                for s in wanted:
+                    if not exists(conn, s):
+                        if not create:
+                            raise TableError(
+                                f"sequence {s} does not exist in {conn.info.dbname}; create it "
+                                "or add it with --create"
+                            )
+                        create_sequence(prov, conn, s)
+                    store_tables.register_seq(conn, queue, str(s))
+                if wanted:
+                    sync(prov, conn, wanted)
+            return [str(s) for s in wanted]
+
+
+def remove_seqs(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
+    if not names and not all_:
+        raise UsageError("remove-seq needs sequence names or --all")
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = node_for(cfg, conn, "remove-seq")
+        have = local_seqs(conn, cfg.queue_name)
+        wanted = (
+            have
+            if all_
+            else select_names(
+                names, have, what="sequence", where=f"node {info.node_name}'s sequences"
+            )
+        )
+        store_tables.unregister_seqs(conn, cfg.queue_name, [str(s) for s in wanted])
+        return [str(s) for s in wanted]
+
+
+@dataclass(frozen=True)
+class SeqStatus:
+    seq_name: str
+    local_value: int | None  # what nextval() returns next here
+    provider_value: int | None  # ... on the provider (None on a root or when unreachable)
+
+
+def seq_states(cfg: JobConfig) -> list[SeqStatus]:
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = node_for(cfg, conn, "seqs")
+        names = local_seqs(conn, cfg.queue_name)
+        here = _read_seqs(conn, names)
+        there: dict[TableName, int | None] = {}
+        if info.node_type != "root" and names:
+            with connect(provider_location(info), autocommit=True, what="provider") as prov:
+                there = _read_seqs(prov, names)
+    return [SeqStatus(str(n), here.get(n), there.get(n)) for n in names]
+
+
+def _read_seqs(conn: Conn, names: Iterable[TableName]) -> dict[TableName, int | None]:
+    present = [n for n in names if exists(conn, n)]
+    return {n: s.next_value for n, s in read(conn, present).items()}
+
+
+def sync_seqs(cfg: JobConfig, names: list[str], exact: bool) -> list[SeqSync]:
+    """Moves this node's sequences (all, or those named) to its provider's values: forward
+    only, or with `exact` to the provider's exact state (a cut-over, with writes stopped)."""
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = node_for(cfg, conn, "sync-seqs", SUBSCRIBERS)
+        have = local_seqs(conn, cfg.queue_name)
+        wanted = (
+            select_names(names, have, what="sequence", where="this node's sequences")
+            if (names)
+            else have
+        )
+        if not wanted:
+            return []
+        with connect(provider_location(info), autocommit=True, what="provider") as prov:
+            done = sync(prov, conn, wanted, exact=exact)
+        _store_seq_values(conn, cfg.queue_name, done)
+        return done
+
+
+def sync_sequences(local: Conn, prov: Conn, queue: str) -> None:
+    """The worker's periodic forward-only sync of the node's sequences."""
+    names = local_seqs(local, queue)
+    if names:
+        _store_seq_values(local, queue, sync(prov, local, names))
+
+
+def _store_seq_values(conn: Conn, queue: str, done: list[SeqSync]) -> None:
+    for s in done:
+        store_tables.store_seq_value(conn, queue, str(s.name), s.provider)

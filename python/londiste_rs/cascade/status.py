@@ -1,0 +1,96 @@
+"""`status`: every node of the cascade, walked down from the root, with its lag, position,
+errors and table counts. A node that cannot be reached is shown as such; the walk goes on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from londiste_rs.cascade.walk import find_root
+from londiste_rs.config import JobConfig
+from londiste_rs.errors import LondisteError, NotInstalledError
+from londiste_rs.pg.db import connect, first_line
+from londiste_rs.store import node as store_node
+from londiste_rs.store import queue as store_queue
+from londiste_rs.store import tables as store_tables
+from londiste_rs.store.node import get_node_info
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node as `status` shows it."""
+
+    name: str
+    node_type: str
+    location: str
+    provider: str | None
+    last_tick_id: int | None
+    lag_seconds: float | None
+    lag_ticks: int | None
+    paused: bool
+    uptodate: bool
+    error: str | None
+    tables_ok: int
+    tables_half: int
+    unreachable: str | None = None
+    tables_failed: int = 0  # of tables_half: their initial copy failed
+
+
+def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
+    """Every node reachable from the root, depth first, with its depth in the tree."""
+    queue = cfg.queue_name
+    root = find_root(queue, cfg.db)
+    out: list[tuple[int, NodeStatus]] = []
+    root_tick: int | None = None
+
+    def visit(location: str, name: str, provider: str | None, depth: int) -> None:
+        nonlocal root_tick
+        try:
+            with connect(location, autocommit=True, what=f"node {name}") as conn:
+                info = get_node_info(conn, queue)
+                if info is None:
+                    raise NotInstalledError("not a node of this queue")
+                if info.node_type == "root":
+                    root_tick = store_queue.last_tick_id(conn, queue)
+                lag = store_node.lag_seconds(conn, queue)
+                ok, half, failed = store_tables.state_counts(conn, queue)
+                subs = store_node.subscribers(conn, queue)
+        except (LondisteError, psycopg.Error) as e:
+            out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
+                                          False, True, None, 0, 0, first_line(e))))  # fmt: skip
+            return
+        ticks = (
+            None
+            if root_tick is None or info.last_tick_id is None
+            else root_tick - info.last_tick_id
+        )
+        out.append(
+            (
+                depth,
+                NodeStatus(
+                    name=info.node_name,
+                    node_type=info.node_type,
+                    location=location,
+                    provider=info.provider_node,
+                    last_tick_id=info.last_tick_id,
+                    lag_seconds=lag,
+                    lag_ticks=ticks,
+                    paused=info.paused,
+                    uptodate=info.uptodate,
+                    error=info.cur_error,
+                    tables_ok=ok,
+                    tables_half=half,
+                    tables_failed=failed,
+                ),
+            )
+        )
+        for sub_name, sub_location in subs:
+            if sub_location is not None:
+                visit(sub_location, sub_name, info.node_name, depth + 1)
+
+    with connect(root, autocommit=True, what="root") as conn:
+        info = get_node_info(conn, queue)
+        assert info is not None
+    visit(root, info.node_name, None, 0)
+    return out

@@ -141,6 +141,16 @@ def _embeds_user_oids(oid: int, types: dict[int, TypeInfo], depth: int = 0) -> b
     return any(_embeds_user_oids(c, types, depth + 1) for c in info.children)
 
 
+def binary_portable(conn: psycopg.Connection[Any], type_oids: Iterable[int]) -> bool:
+    """Whether binary COPY between two servers is safe for values of these types: the binary
+    forms of arrays and composites carry their element/field type OIDs, which differ between
+    servers for user types. Everything else (enums, domains, ranges, extension base types)
+    is sent without OIDs."""
+    oids = list(type_oids)
+    types = _load_types(conn, oids)
+    return not any(_embeds_user_oids(oid, types) for oid in oids)
+
+
 def table_layout(conn: psycopg.Connection[Any], table: str) -> TableLayout:
     """Reads the layout of `table` (a name as SQL reads it) from the catalog."""
     try:

@@ -42,6 +42,7 @@ from psycopg import IsolationLevel, pq, sql
 from londiste_rs.errors import LondisteError, TableError
 from londiste_rs.pg import ddl, libpq
 from londiste_rs.pg import names as pgnames
+from londiste_rs.pg.catalog import binary_portable
 from londiste_rs.pg.db import connect, first_line
 from londiste_rs.pg.ddl import Column
 from londiste_rs.pg.names import TableName
@@ -55,8 +56,6 @@ Conn = psycopg.Connection[Any]
 # Below this many bytes per range a table is not worth more connections.
 MIN_RANGE_BYTES = 32 << 20
 PROGRESS_INTERVAL = 1.0
-# Type OIDs below this are built in and equal on every server (FirstNormalObjectId).
-_FIRST_USER_OID = 16384
 
 
 @dataclass(frozen=True)
@@ -131,48 +130,6 @@ def common_columns(table: TableName, src: Sequence[Column], dst: Sequence[Column
             "create the subscriber table with the provider's columns (add-table --create)"
         )
     return out
-
-
-def _binary_portable(conn: Conn, type_oids: Sequence[int]) -> bool:
-    """Whether binary COPY between two servers is safe for these types: the binary forms of
-    arrays and composites carry their element/field type OIDs, which differ between servers
-    for user types. Everything else (enums, domains, ranges, extension base types) is sent
-    without OIDs."""
-    seen: set[int] = set()
-    todo = [int(o) for o in type_oids]
-    while todo:
-        oid = todo.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        row = conn.execute(
-            "select typtype::text, typelem::int8, typbasetype::int8, typrelid::int8,"
-            " typsubscript = 'array_subscript_handler'::regproc,"
-            " (select rngsubtype::int8 from pg_range where rngtypid = t.oid)"
-            " from pg_type t where oid = %s",
-            [oid],
-        ).fetchone()
-        if row is None:
-            continue
-        typtype, elem, base, relid, is_array, subtype = row
-        if is_array:
-            if elem >= _FIRST_USER_OID:
-                return False
-            todo.append(elem)
-        elif typtype == "c":
-            fields = conn.execute(
-                "select atttypid::int8 from pg_attribute"
-                " where attrelid = %s and attnum > 0 and not attisdropped",
-                [relid],
-            ).fetchall()
-            if any(f[0] >= _FIRST_USER_OID for f in fields):
-                return False
-            todo += [f[0] for f in fields]
-        elif typtype == "d":
-            todo.append(base)
-        elif subtype is not None:
-            todo.append(subtype)
-    return True
 
 
 def _ranges(nblocks: int, block_size: int, jobs: int, min_range_bytes: int) -> list[sql.Composable]:
@@ -315,7 +272,7 @@ def _snapshot_plan(
         dst_cols = ddl.columns(meta, target)
     names = common_columns(target, src_cols, dst_cols)
     by_name = {c.name: c for c in src_cols}
-    binary = _binary_portable(coord, [by_name[n].type_oid for n in names])
+    binary = binary_portable(coord, [by_name[n].type_oid for n in names])
     nblocks, block_size, total = _estimate(coord, source, partitioned)
     wheres = _ranges(nblocks, block_size, 1 if partitioned else jobs, min_range)
     row = coord.execute(

@@ -9,7 +9,6 @@ who moves them: store/tables.py and docs/internals.md.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +40,7 @@ from londiste_rs.tables.copy_source import (
     found_copy_node,
     nearest_holders,
 )
+from londiste_rs.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +294,13 @@ def wait_sync(
 ) -> int:
     """Waits until every local table is 'ok'; returns how many there are. A failed copy ends
     the wait with its error (run resync after fixing it)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     shown: tuple[int, int] | None = None
+    counts = (0, 0)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         node_for(cfg, conn, "wait-sync")
-        while True:
+
+        def in_sync() -> bool:
+            nonlocal shown, counts
             states = store_tables.table_states(conn, cfg.queue_name)
             failed = [s for s in states if s.merge_state is MergeState.FAILED]
             if failed:
@@ -306,15 +308,18 @@ def wait_sync(
                     f"copy of {failed[0].table_name} failed: {failed[0].copy_error}; fix it, "
                     f"then run resync {failed[0].table_name}"
                 )
-            ok = sum(s.merge_state is MergeState.OK for s in states)
-            if report is not None and shown != (ok, len(states)):
-                shown = (ok, len(states))
-                report(ok, len(states))
-            if ok == len(states):
-                return ok
-            if deadline is not None and time.monotonic() > deadline:
-                raise LondisteError(
-                    f"{len(states) - ok} of {len(states)} tables not in sync after "
-                    f"{timeout:g}s; is the worker running? (see 'tables')"
-                )
-            time.sleep(0.2)
+            counts = (sum(s.merge_state is MergeState.OK for s in states), len(states))
+            if report is not None and shown != counts:
+                shown = counts
+                report(*counts)
+            return counts[0] == counts[1]
+
+        try:
+            wait_for("the tables", in_sync, float("inf") if timeout is None else timeout, 0.2)
+        except TimeoutError:
+            ok, total = counts
+            raise LondisteError(
+                f"{total - ok} of {total} tables not in sync after {timeout:g}s; "
+                "is the worker running? (see 'tables')"
+            ) from None
+    return counts[0]

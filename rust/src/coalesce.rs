@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::Entry as Slot;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::copy_binary::EncodeError;
+use crate::pgcopy::write::EncodeError;
 use crate::step::{EncodingId, StepKind, StepSplitter};
 
 const NO_ROW: usize = usize::MAX;

@@ -7,9 +7,9 @@
 use hashbrown::HashMap;
 
 use crate::coalesce::KeyedRows;
-use crate::copy_binary::EncodeError;
-use crate::copy_in::{CopyInError, CopyReader, FeedError, Tuple};
 use crate::exact::ExactRuns;
+use crate::pgcopy::read::{CopyReader, FeedError, StreamError, Tuple};
+use crate::pgcopy::write::EncodeError;
 use crate::record::{parse_record, Field, RecordError};
 use crate::snapshot::Snapshot;
 use crate::step::{EncodingId, Step, StepKind, StepSplitter};
@@ -24,7 +24,7 @@ pub enum DecodeError {
     /// The decoder was called wrongly (bad `add_table` arguments, feed after finish...).
     Usage(String),
     /// The stream's framing is broken.
-    Stream(CopyInError),
+    Stream(StreamError),
     /// A tuple whose ev_id cannot be read (`index`: 1-based position in the input).
     Tuple { index: u64, problem: String },
     /// A malformed event.
@@ -592,7 +592,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy_binary::CopyWriter;
+    use crate::pgcopy::write::CopyWriter;
     use crate::record::build_record;
     use crate::typemap::{Kind, TypeInfo};
     use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::copy_binary::EncodeError;
+use crate::pgcopy::write::EncodeError;
 use crate::step::{EncodingId, Step, StepBuilder, StepKind};
 
 #[derive(Default)]

@@ -7,8 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use crate::copy_binary::{CopyWriter, EncodeError};
 use crate::decoder::{self, DecodeError, TableSpec};
+use crate::pgcopy::write::{CopyWriter, EncodeError};
 use crate::pq;
 use crate::snapshot::Snapshot;
 use crate::typemap::{Kind, TypeInfo, TypeMap};

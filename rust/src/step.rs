@@ -1,7 +1,7 @@
 //! Steps: what the apply runs, in order. Each step is one binary COPY stream of a single table,
 //! kind and client encoding, built by copying already-encoded fields.
 
-use crate::copy_binary::{CopyWriter, EncodeError};
+use crate::pgcopy::write::{CopyWriter, EncodeError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StepKind {

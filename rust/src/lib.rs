@@ -11,4 +11,6 @@ pub mod record;
 pub mod snapshot;
 pub mod sql_bundle;
 pub mod step;
+#[cfg(test)]
+mod test_support;
 pub mod typemap;

@@ -32,6 +32,28 @@ impl StepKind {
     }
 }
 
+/// What the rows of one step share: a step holds rows of one kind, table and encoding only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunKey {
+    pub kind: StepKind,
+    /// Index of the table in `add_table` order.
+    pub table: usize,
+    pub encoding: EncodingId,
+}
+
+/// One row of a step: `nfields` length-prefixed fields back to back.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub nfields: u16,
+    pub fields: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    pub fn new(nfields: u16, fields: &'a [u8]) -> Self {
+        Row { nfields, fields }
+    }
+}
+
 /// Interned client encoding of a step's text: 0 = the database encoding, `n` = the decoder's
 /// `n-1`th encoding name.
 pub type EncodingId = u16;
@@ -60,28 +82,24 @@ impl Step {
 
 /// Accumulates the rows of one step.
 pub struct StepBuilder {
-    kind: StepKind,
-    table: usize,
-    encoding: EncodingId,
+    run: RunKey,
     nfields: u16,
     writer: CopyWriter,
 }
 
 impl StepBuilder {
-    pub fn new(kind: StepKind, table: usize, encoding: EncodingId, nfields: u16) -> Self {
+    pub fn new(run: RunKey, nfields: u16) -> Self {
         StepBuilder {
-            kind,
-            table,
-            encoding,
+            run,
             nfields,
             // Small to start: exact mode may cut many short steps; long ones grow by doubling.
             writer: CopyWriter::with_capacity(256),
         }
     }
 
-    /// Whether rows of (kind, table, encoding) belong in this step.
-    pub fn matches(&self, kind: StepKind, table: usize, encoding: EncodingId) -> bool {
-        self.kind == kind && self.table == table && self.encoding == encoding
+    /// Whether rows of `run` belong in this step.
+    pub fn matches(&self, run: RunKey) -> bool {
+        self.run == run
     }
 
     /// Adds one row given as `nfields` length-prefixed fields back to back.
@@ -100,11 +118,11 @@ impl StepBuilder {
     pub fn finish(self) -> Result<Step, EncodeError> {
         let rows = self.writer.rows();
         Ok(Step {
-            kind: self.kind,
-            table: self.table,
+            kind: self.run.kind,
+            table: self.run.table,
             payload: self.writer.finish()?,
             rows,
-            encoding: self.encoding,
+            encoding: self.run.encoding,
         })
     }
 }
@@ -125,24 +143,17 @@ impl<'a> StepSplitter<'a> {
         }
     }
 
-    pub fn push(
-        &mut self,
-        kind: StepKind,
-        table: usize,
-        encoding: EncodingId,
-        nfields: u16,
-        fields: &[u8],
-    ) -> Result<(), EncodeError> {
+    pub fn push(&mut self, run: RunKey, row: Row<'_>) -> Result<(), EncodeError> {
         let fits = self
             .current
             .as_ref()
-            .is_some_and(|b| b.matches(kind, table, encoding) && b.bytes() < self.chunk_bytes);
+            .is_some_and(|b| b.matches(run) && b.bytes() < self.chunk_bytes);
         if !fits {
             self.close()?;
         }
         self.current
-            .get_or_insert_with(|| StepBuilder::new(kind, table, encoding, nfields))
-            .push(fields)
+            .get_or_insert_with(|| StepBuilder::new(run, row.nfields))
+            .push(row.fields)
     }
 
     pub fn close(&mut self) -> Result<(), EncodeError> {

@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from londiste_rs._native import BatchDecoder
+from londiste_rs.errors import DecodeError
 
 EVENTS_SQL = """
 create table events (
@@ -286,16 +287,24 @@ def test_other_events_unknown_tables_and_malformed_events(provider_db):
         ).fetchone()
         dec = BatchDecoder()
         dec.add_table("public.src", 8, [0], list(range(8)))
-        with pytest.raises(ValueError, match=rf"^event {bad_id}: ev_data of table public.src"):
+        with pytest.raises(
+            DecodeError, match=rf"^event {bad_id}: ev_data of table public.src"
+        ) as e:
             dec.feed(event_stream(conn))
+        assert e.value.ev_id == bad_id
+        with pytest.raises(ValueError, match=r"feed\(\) after an error") as u:
+            dec.feed(b"")
+        assert not isinstance(u.value, DecodeError)  # a wrong call, not a bad stream
         dec = BatchDecoder()
         dec.add_table("public.src", 7, [0], list(range(7)))
-        with pytest.raises(ValueError, match=r"^event 1: row of table public.src has 8 fields"):
+        with pytest.raises(DecodeError, match=r"^event 1: row of table public.src has 8 fields"):
             dec.feed(event_stream(conn))
         dec = BatchDecoder()
         dec.feed(event_stream(conn)[:-1])
-        with pytest.raises(ValueError, match="ends before its trailer"):
+        with pytest.raises(DecodeError, match="ends before its trailer") as e:
             dec.finish()
+        assert e.value.ev_id is None
+        assert isinstance(e.value, ValueError)  # callers catching ValueError still do
 
 
 def test_type_map_rewrites_enum_array_oids(provider_db, subscriber_db):

@@ -1,17 +1,18 @@
 """Type stubs for the Rust extension module `londiste_rs._native`."""
 
 from collections.abc import Mapping, Sequence
-from typing import Self, final
+from typing import Any, Self, final
 
+import psycopg
 from typing_extensions import Buffer
 
 __all__ = [
-    "LIBPQ_FUNCTIONS",
     "BatchDecoder",
-    "CopyReader",
-    "LibPq",
+    "ReadAhead",
     "__version__",
     "encode_copy",
+    "libpq_path",
+    "relay",
     "sql_files",
 ]
 
@@ -72,30 +73,26 @@ class BatchDecoder:
         """Counters: bytes_in, events, inserts, updates, deletes, truncates, key_changes,
         skipped_snapshot, skipped_table, other_events, steps, step_rows."""
 
-LIBPQ_FUNCTIONS: list[str]
-"""The libpq functions `LibPq` calls, in the order it takes their addresses."""
+def libpq_path() -> str:
+    """The file of the libpq the COPY loops call: the one loaded into the process whose
+    version is psycopg's `pq.version()`. Raises LondisteError unless exactly one is."""
+
+def relay(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> int:
+    """Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst` until
+    the source's COPY ends, without the GIL; returns the bytes moved. The caller holds both
+    connections' `lock`. Raises CopySourceFailed or CopyTargetFailed naming the failed side
+    (the server's error is in that connection's result)."""
 
 @final
-class LibPq:
-    """libpq's COPY data loop on psycopg's connections (rust/src/pq.rs); built only by
-    `londiste_rs.libpq` from the addresses of LIBPQ_FUNCTIONS in psycopg's libpq."""
+class ReadAhead:
+    """A COPY OUT's data read ahead in Rust by a thread of its own, in chunks of at least
+    `chunk` bytes, at most `depth` of them waiting. The caller holds `conn.lock` until
+    close() returned; the reader keeps `conn` referenced. Iterate for the chunks, then
+    close()."""
 
-    def __new__(cls, addresses: Sequence[int]) -> Self: ...
-    def relay(self, src: int, dst: int) -> tuple[int, str | None]:
-        """Moves the COPY OUT rows of `src` into the COPY IN of `dst` (`pgconn_ptr`s) until
-        the source's COPY ends, without the GIL: (bytes moved, None), or (0, "source" |
-        "target") naming the side that failed."""
-    def reader(self, src: int, chunk: int, depth: int = 2) -> CopyReader:
-        """Reads the COPY OUT running on `src` in a thread of its own, in chunks of at least
-        `chunk` bytes, at most `depth` waiting; the connection is the reader's until its
-        close() returned."""
-
-@final
-class CopyReader:
-    """A COPY OUT's data read ahead in Rust; iterate for its chunks, then close()."""
-
+    def __new__(cls, conn: psycopg.Connection[Any], chunk: int, depth: int = 2) -> Self: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> bytes: ...
-    def close(self) -> str | None:
+    def close(self) -> None:
         """Stops reading and waits for the thread (cancel the query first to stop a running
-        COPY): None, or "source" when the source's COPY failed."""
+        COPY); raises CopySourceFailed when the source's COPY failed."""

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::decoder::{self, DecodeError, TableSpec};
@@ -12,6 +13,15 @@ use crate::pgcopy::write::{CopyWriter, EncodeError};
 use crate::pq;
 use crate::snapshot::Snapshot;
 use crate::typemap::{Kind, TypeInfo, TypeMap};
+
+/// Errors raised as the package's own classes (python/londiste_rs/errors.py) and psycopg's.
+mod errors {
+    pyo3::import_exception!(londiste_rs.errors, LondisteError);
+    pyo3::import_exception!(londiste_rs.errors, DecodeError);
+    pyo3::import_exception!(londiste_rs.errors, CopySourceFailed);
+    pyo3::import_exception!(londiste_rs.errors, CopyTargetFailed);
+    pyo3::import_exception!(psycopg, OperationalError);
+}
 
 impl From<EncodeError> for PyErr {
     fn from(e: EncodeError) -> PyErr {
@@ -21,7 +31,14 @@ impl From<EncodeError> for PyErr {
 
 impl From<DecodeError> for PyErr {
     fn from(e: DecodeError) -> PyErr {
-        PyValueError::new_err(e.to_string())
+        match e {
+            // a wrong call, not a bad stream
+            DecodeError::Usage(msg) => PyValueError::new_err(msg),
+            DecodeError::Event { ev_id, .. } => {
+                errors::DecodeError::new_err((e.to_string(), ev_id))
+            }
+            _ => errors::DecodeError::new_err((e.to_string(), None::<i64>)),
+        }
     }
 }
 
@@ -243,61 +260,103 @@ fn sql_files() -> Vec<(&'static str, &'static str)> {
     crate::sql_bundle::SQL_FILES.to_vec()
 }
 
-/// libpq's COPY data loop on psycopg's connections (`crate::pq`); built by
-/// `londiste_rs.libpq` from the addresses of `LIBPQ_FUNCTIONS` in the libpq psycopg uses.
-#[pyclass(name = "LibPq", module = "londiste_rs._native", frozen)]
-struct PyLibPq {
-    inner: pq::LibPq,
-}
-
-#[pymethods]
-impl PyLibPq {
-    #[new]
-    fn new(addresses: [usize; 5]) -> Self {
-        // SAFETY: the Python side (londiste_rs.libpq) passes the addresses of these functions
-        // in the libpq that psycopg loaded, and nothing else builds this class.
-        #[allow(unsafe_code)]
-        let inner = unsafe { pq::LibPq::new(addresses) };
-        PyLibPq { inner }
-    }
-
-    /// Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst`
-    /// (both `pgconn_ptr`s) until the source's COPY ends, without the GIL. Returns the bytes
-    /// moved and None, or 0 and which side failed: "source" or "target".
-    fn relay(&self, py: Python<'_>, src: usize, dst: usize) -> (u64, Option<String>) {
-        // SAFETY: the caller owns both live connections and does not use them meanwhile.
-        #[allow(unsafe_code)]
-        let (src, dst) = unsafe { (pq::Conn::from_ptr(src), pq::Conn::from_ptr(dst)) };
-        let lib = self.inner;
-        match py.detach(move || lib.relay(src, dst)) {
-            Ok(moved) => (moved, None),
-            Err(side) => (0, Some(side.to_string())),
-        }
-    }
-
-    /// Starts reading the COPY OUT running on `src` (a `pgconn_ptr`) in a thread of its own,
-    /// in chunks of at least `chunk` bytes, at most `depth` of them waiting. The connection
-    /// is the reader's until its `close()` returned.
-    #[pyo3(signature = (src, chunk, depth = 2))]
-    fn reader(&self, src: usize, chunk: usize, depth: usize) -> PyCopyReader {
-        // SAFETY: the caller owns the live connection and leaves it to the reader.
-        #[allow(unsafe_code)]
-        let src = unsafe { pq::Conn::from_ptr(src) };
-        PyCopyReader {
-            inner: std::sync::Mutex::new(pq::Reader::start(self.inner, src, chunk.max(1), depth)),
+fn copy_failed(side: pq::Failed) -> PyErr {
+    match side {
+        pq::Failed::Source => errors::CopySourceFailed::new_err("the source's COPY failed"),
+        pq::Failed::Target => {
+            errors::CopyTargetFailed::new_err("the target refused the COPY's data")
         }
     }
 }
 
-/// A COPY OUT's data read ahead in Rust (`pq::Reader`); iterate for its chunks, then `close`.
-#[pyclass(name = "CopyReader", module = "londiste_rs._native")]
-struct PyCopyReader {
+/// The libpq psycopg runs on, found on first use.
+static LIBPQ: PyOnceLock<pq::LibPq> = PyOnceLock::new();
+
+fn libpq(py: Python<'_>) -> PyResult<&'static pq::LibPq> {
+    LIBPQ.get_or_try_init(py, || {
+        // importing psycopg loads its libpq, whatever its implementation
+        let version: i32 = py
+            .import("psycopg.pq")?
+            .getattr("version")?
+            .call0()?
+            .extract()?;
+        pq::LibPq::find_loaded(version).map_err(|e| errors::LondisteError::new_err(e.to_string()))
+    })
+}
+
+/// The `PGconn *` of `conn`, which must be a `psycopg.Connection` (of the psycopg whose libpq
+/// `libpq` found) whose `lock` is held: the lock its own queries take, so no other thread
+/// uses the connection while Rust does. The caller keeps `conn` referenced meanwhile.
+fn held_pgconn(py: Python<'_>, conn: &Bound<'_, PyAny>) -> PyResult<pq::Conn> {
+    let psycopg = py.import("psycopg")?;
+    if !conn.is_instance(&psycopg.getattr("Connection")?)? {
+        return Err(PyTypeError::new_err(format!(
+            "expected a psycopg.Connection, not {}",
+            conn.get_type().name()?
+        )));
+    }
+    let pgconn = conn.getattr("pgconn")?;
+    if !pgconn.is_instance(&psycopg.getattr("pq")?.getattr("PGconn")?)? {
+        return Err(PyTypeError::new_err(
+            "the connection's pgconn is not of psycopg's libpq implementation",
+        ));
+    }
+    if !conn.getattr("lock")?.call_method0("locked")?.is_truthy()? {
+        return Err(PyRuntimeError::new_err(
+            "hold the connection's lock (`with conn.lock:`) while Rust uses it",
+        ));
+    }
+    let ptr: Option<usize> = pgconn.getattr("pgconn_ptr")?.extract()?;
+    pq::Conn::from_pgconn_ptr(ptr.unwrap_or(0))
+        .ok_or_else(|| errors::OperationalError::new_err("the connection is closed"))
+}
+
+/// The path of the libpq the COPY loops call (psycopg's), found on first use.
+#[pyfunction]
+fn libpq_path(py: Python<'_>) -> PyResult<&'static str> {
+    Ok(libpq(py)?.path())
+}
+
+/// Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst` until
+/// the source's COPY ends, without the GIL; returns the bytes moved. Both are psycopg
+/// connections whose `lock` the caller holds. A failed side raises CopySourceFailed or
+/// CopyTargetFailed (the server's error is in that connection's result).
+#[pyfunction]
+fn relay(py: Python<'_>, src: &Bound<'_, PyAny>, dst: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if src.is(dst) {
+        return Err(PyValueError::new_err("relay needs two connections"));
+    }
+    let lib = libpq(py)?;
+    let (src, dst) = (held_pgconn(py, src)?, held_pgconn(py, dst)?);
+    // the caller's references keep both connections alive until this returns
+    py.detach(move || lib.relay(&src, &dst))
+        .map_err(copy_failed)
+}
+
+/// A COPY OUT's data read ahead in Rust by a thread of its own (`pq::Reader`), in chunks of
+/// at least `chunk` bytes, at most `depth` of them waiting. `conn` is a psycopg connection
+/// whose `lock` the caller holds until `close()` returned; the reader keeps it referenced.
+/// Iterate for the chunks, then `close`.
+#[pyclass(name = "ReadAhead", module = "londiste_rs._native", frozen)]
+struct PyReadAhead {
     // pyclasses must be Sync; one thread at a time uses a reader anyway
     inner: std::sync::Mutex<pq::Reader>,
 }
 
 #[pymethods]
-impl PyCopyReader {
+impl PyReadAhead {
+    #[new]
+    #[pyo3(signature = (conn, chunk, depth = 2))]
+    fn new(py: Python<'_>, conn: &Bound<'_, PyAny>, chunk: usize, depth: usize) -> PyResult<Self> {
+        let lib = libpq(py)?.clone();
+        let src = held_pgconn(py, conn)?;
+        let owner: Box<dyn Send> = Box::new(conn.clone().unbind());
+        let reader = pq::Reader::start(lib, src, owner, chunk.max(1), depth);
+        Ok(PyReadAhead {
+            inner: std::sync::Mutex::new(reader),
+        })
+    }
+
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
@@ -307,16 +366,14 @@ impl PyCopyReader {
         Some(PyBytes::new(py, &chunk))
     }
 
-    /// Stops reading, waiting for the thread (cancel the query first to stop a running COPY):
-    /// None, or "source" when the source's COPY failed.
-    fn close(&self, py: Python<'_>) -> Option<String> {
-        py.detach(|| self.lock().close())
-            .err()
-            .map(|side| side.to_string())
+    /// Stops reading, waiting for the thread (cancel the query first to stop a running COPY);
+    /// raises CopySourceFailed when the source's COPY failed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.lock().close()).map_err(copy_failed)
     }
 }
 
-impl PyCopyReader {
+impl PyReadAhead {
     fn lock(&self) -> std::sync::MutexGuard<'_, pq::Reader> {
         // a panic while holding it cannot leave the reader half-updated: take it anyway
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -329,8 +386,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_copy, m)?)?;
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
     m.add_class::<PyBatchDecoder>()?;
-    m.add_class::<PyLibPq>()?;
-    m.add_class::<PyCopyReader>()?;
-    m.add("LIBPQ_FUNCTIONS", pq::FUNCTIONS.to_vec())?;
+    m.add_function(wrap_pyfunction!(libpq_path, m)?)?;
+    m.add_function(wrap_pyfunction!(relay, m)?)?;
+    m.add_class::<PyReadAhead>()?;
     Ok(())
 }

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from londiste_rs import apply
+from londiste_rs._native import StepKind
 from londiste_rs.config import load_job_config
 from londiste_rs.worker import Worker
 from test_node import job_ini, ok
@@ -69,8 +70,8 @@ def test_user_types_replicate_across_clusters_with_different_oids(
     real_step = apply._apply_step
 
     def spy(conn: Any, by_name: Any, step: Any, stats: Any) -> None:
-        if step[0] in ("upsert", "update", "insert"):
-            payloads.append(bytes(step[2]))
+        if step.kind in (StepKind.UPSERT, StepKind.UPDATE, StepKind.INSERT):
+            payloads.append(step.payload)
         real_step(conn, by_name, step, stats)
 
     monkeypatch.setattr(apply, "_apply_step", spy)

@@ -4,14 +4,16 @@ use std::collections::HashMap;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::marker::Ungil;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::decoder::{self, DecodeError, TableSpec};
 use crate::pgcopy::write::{CopyWriter, EncodeError};
 use crate::pq;
 use crate::snapshot::Snapshot;
+use crate::step::StepKind;
 use crate::typemap::{Kind, TypeInfo, TypeMap};
 
 /// Errors raised as the package's own classes (python/londiste_rs/errors.py) and psycopg's.
@@ -45,6 +47,93 @@ impl From<DecodeError> for PyErr {
 /// Work on less than this runs without releasing the GIL: re-taking it can cost a whole switch
 /// interval when other threads run, far more than parsing a small chunk.
 const DETACH_BYTES: usize = 64 << 10;
+
+/// Runs `f`, the work on `bytes` bytes, without the GIL when it is large enough to be worth it.
+fn run_detached<T: Ungil>(py: Python<'_>, bytes: usize, f: impl Ungil + FnOnce() -> T) -> T {
+    if bytes < DETACH_BYTES {
+        f()
+    } else {
+        py.detach(f)
+    }
+}
+
+/// `_native.StepKind`, an `enum.IntEnum` made from `step::StepKind` (names and values), and its
+/// members in `StepKind::ALL` order.
+struct StepKinds {
+    class: Py<PyAny>,
+    members: Vec<Py<PyAny>>,
+}
+
+impl StepKinds {
+    fn member(&self, py: Python<'_>, kind: StepKind) -> Py<PyAny> {
+        // ALL lists every kind: `members` has one for each
+        let at = StepKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.members[at].clone_ref(py)
+    }
+}
+
+static STEP_KINDS: PyOnceLock<StepKinds> = PyOnceLock::new();
+
+fn step_kinds(py: Python<'_>) -> PyResult<&'static StepKinds> {
+    STEP_KINDS.get_or_try_init(py, || {
+        let names: Vec<(String, u8)> = StepKind::ALL
+            .iter()
+            .map(|&k| (k.as_str().to_uppercase(), k as u8))
+            .collect();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("module", "londiste_rs._native")?;
+        let class = py
+            .import("enum")?
+            .getattr("IntEnum")?
+            .call(("StepKind", names), Some(&kwargs))?;
+        class.setattr(
+            "__doc__",
+            "What a `Step` does with its rows (docs/internals.md, §4).",
+        )?;
+        let members = StepKind::ALL
+            .iter()
+            .map(|&k| Ok(class.call1((k as u8,))?.unbind()))
+            .collect::<PyResult<_>>()?;
+        Ok(StepKinds {
+            class: class.unbind(),
+            members,
+        })
+    })
+}
+
+/// One apply step: the rows of one table, kind and client encoding as a binary COPY payload.
+#[pyclass(name = "Step", module = "londiste_rs._native", frozen)]
+struct PyStep {
+    /// A `StepKind`.
+    #[pyo3(get)]
+    kind: Py<PyAny>,
+    /// The table's name as given to `add_table`.
+    #[pyo3(get)]
+    table: String,
+    /// Binary COPY of the key columns (DELETE), of `out_cols` (UPDATE, INSERT, UPSERT), or
+    /// empty (TRUNCATE).
+    #[pyo3(get)]
+    payload: Py<PyBytes>,
+    #[pyo3(get)]
+    rows: u64,
+    /// None, or the client encoding the payload's text is in.
+    #[pyo3(get)]
+    encoding: Option<String>,
+}
+
+#[pymethods]
+impl PyStep {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Step({}, {:?}, rows={}, {} bytes, encoding={:?})",
+            self.kind.bind(py).str()?,
+            self.table,
+            self.rows,
+            self.payload.bind(py).as_bytes().len(),
+            self.encoding
+        ))
+    }
+}
 
 /// Decodes a batch's events (binary COPY of ev_id, ev_txid, ev_type, ev_extra1, ev_data,
 /// ev_extra2, ev_extra4) into apply steps; see docs/internals.md section 4.
@@ -116,11 +205,7 @@ impl PyBatchDecoder {
             }
         };
         let inner = &mut self.inner;
-        if data.len() < DETACH_BYTES {
-            inner.feed(data)?;
-        } else {
-            py.detach(|| inner.feed(data))?;
-        }
+        run_detached(py, data.len(), || inner.feed(data))?;
         Ok(())
     }
 
@@ -134,31 +219,23 @@ impl PyBatchDecoder {
         self.inner.pending_bytes()
     }
 
-    /// The steps for everything fed so far, in apply order:
-    /// `(kind, table, payload, rows, encoding)`.
-    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    /// The steps for everything fed so far, in apply order.
+    fn drain(&mut self, py: Python<'_>) -> PyResult<Vec<PyStep>> {
         let inner = &mut self.inner;
-        let steps = if inner.pending_bytes() < DETACH_BYTES {
-            inner.drain()?
-        } else {
-            py.detach(|| inner.drain())?
-        };
-        steps
+        let steps = run_detached(py, inner.pending_bytes(), || inner.drain())?;
+        let kinds = step_kinds(py)?;
+        Ok(steps
             .iter()
-            .map(|s| {
-                let encoding = inner
+            .map(|s| PyStep {
+                kind: kinds.member(py, s.kind),
+                table: inner.table_name(s.table).to_owned(),
+                payload: PyBytes::new(py, &s.payload).unbind(),
+                rows: s.rows,
+                encoding: inner
                     .encoding_name(s.encoding)
-                    .map(|e| String::from_utf8_lossy(e).into_owned());
-                (
-                    s.kind.as_str(),
-                    inner.table_name(s.table),
-                    PyBytes::new(py, &s.payload),
-                    s.rows,
-                    encoding,
-                )
-                    .into_pyobject(py)
+                    .map(|e| String::from_utf8_lossy(e).into_owned()),
             })
-            .collect()
+            .collect())
     }
 
     /// Non-data events seen since the last call: `(ev_id, ev_type, extra1, data)`.
@@ -186,13 +263,13 @@ impl PyBatchDecoder {
     }
 }
 
-/// Encodes rows of Python values as one binary COPY stream.
+/// Encodes rows of Python values as one binary COPY stream (`_native._testing`).
 ///
 /// `types` names each column's PostgreSQL type: bool, int2, int4, int8, float4, float8, text
 /// (also varchar, json, name), bytea, jsonb, numeric (given as str, Decimal or int),
 /// timestamp/timestamptz (microseconds since the Unix epoch), date (days since the Unix epoch),
-/// uuid (16 bytes). None is NULL. Meant for tools and tests; the replication hot path never
-/// builds Python objects per row.
+/// uuid (16 bytes). None is NULL. For tests and tools only: the replication never builds
+/// Python objects per row.
 #[pyfunction]
 fn encode_copy<'py>(
     py: Python<'py>,
@@ -383,11 +460,27 @@ impl PyReadAhead {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(encode_copy, m)?)?;
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
     m.add_class::<PyBatchDecoder>()?;
     m.add_function(wrap_pyfunction!(libpq_path, m)?)?;
     m.add_function(wrap_pyfunction!(relay, m)?)?;
     m.add_class::<PyReadAhead>()?;
+    m.add_class::<PyStep>()?;
+    m.add("StepKind", step_kinds(m.py())?.class.bind(m.py()))?;
+    add_testing(m)?;
+    Ok(())
+}
+
+/// `_native._testing`: helpers for tests and tools, kept off the module the package uses.
+fn add_testing(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let name = "londiste_rs._native._testing";
+    let testing = PyModule::new(py, name)?;
+    testing.add_function(wrap_pyfunction!(encode_copy, &testing)?)?;
+    m.setattr("_testing", &testing)?; // not in __all__: no star-import
+                                      // importable by its dotted name, like a submodule of a package
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item(name, &testing)?;
     Ok(())
 }

@@ -3,24 +3,34 @@
 
 use crate::pgcopy::write::{CopyWriter, EncodeError};
 
+/// The values are those of Python's `_native.StepKind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum StepKind {
     /// Payload: binary COPY of the key columns of the rows to delete.
-    Delete,
+    Delete = 1,
     /// Payload: binary COPY of the table's `out_cols` of rows that may or may not exist yet
     /// (exact mode).
-    Upsert,
+    Upsert = 2,
     /// Coalesced mode: rows whose key the stream shows existing on the subscriber when the
     /// step runs (first seen as an update, or as a delete then re-inserted).
     Update,
     /// Coalesced mode: rows whose key the stream shows absent when the step runs (first seen
     /// as an insert, or as the new key of a key change).
-    Insert,
+    Insert = 4,
     /// Empty payload.
-    Truncate,
+    Truncate = 5,
 }
 
 impl StepKind {
+    pub const ALL: [StepKind; 5] = [
+        StepKind::Delete,
+        StepKind::Upsert,
+        StepKind::Update,
+        StepKind::Insert,
+        StepKind::Truncate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Delete => "delete",

@@ -1,16 +1,22 @@
-"""Type stubs for the Rust extension module `londiste_rs._native`."""
+"""Type stubs for the Rust extension module `londiste_rs._native` (rust/src/py.rs), checked
+against the built module by `make lint` (mypy.stubtest). A directory, so that the
+`_native._testing` submodule has stubs too; the module itself is the compiled file."""
 
 from collections.abc import Mapping, Sequence
+from enum import IntEnum
 from typing import Any, Self, final
 
 import psycopg
 from typing_extensions import Buffer
 
+from londiste_rs._native import _testing as _testing
+
 __all__ = [
     "BatchDecoder",
     "ReadAhead",
+    "Step",
+    "StepKind",
     "__version__",
-    "encode_copy",
     "libpq_path",
     "relay",
     "sql_files",
@@ -18,15 +24,37 @@ __all__ = [
 
 __version__: str
 
-def encode_copy(rows: Sequence[Sequence[object]], types: Sequence[str]) -> bytes:
-    """Encode rows of Python values as one binary COPY stream (tools and tests only)."""
-
 def sql_files() -> list[tuple[str, str]]:
     """The embedded `sql/` files as (relative path, text), sorted by path."""
 
-_Step = tuple[str, str, bytes, int, str | None]
-"""(kind: "delete" | "update" | "insert" | "upsert" | "truncate", table, binary COPY payload,
-rows, client encoding)"""
+class StepKind(IntEnum):
+    """What a `Step` does with its rows (docs/internals.md, §4)."""
+
+    DELETE = 1
+    UPSERT = 2
+    UPDATE = 3
+    INSERT = 4
+    TRUNCATE = 5
+
+@final
+class Step:
+    """One apply step: the rows of one table, kind and client encoding as a binary COPY
+    payload. Made by `BatchDecoder.drain`."""
+
+    @property
+    def kind(self) -> StepKind: ...
+    @property
+    def table(self) -> str:
+        """The table's name as given to `add_table`."""
+    @property
+    def payload(self) -> bytes:
+        """Binary COPY of the key columns (DELETE), of `out_cols` (UPDATE, INSERT, UPSERT),
+        or empty (TRUNCATE)."""
+    @property
+    def rows(self) -> int: ...
+    @property
+    def encoding(self) -> str | None:
+        """None, or the client encoding the payload's text is in."""
 
 @final
 class BatchDecoder:
@@ -34,7 +62,8 @@ class BatchDecoder:
 
     Input: the bytes of `COPY (...) TO STDOUT (FORMAT binary)` of the columns ev_id, ev_txid,
     ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4, fed in chunks split anywhere. Malformed
-    input raises ValueError naming the event id; the decoder is then unusable.
+    input raises `errors.DecodeError` (a ValueError) naming the event id; the decoder is then
+    unusable.
     """
 
     def __new__(cls, chunk_bytes: int = ..., exact_order: bool = False) -> Self:
@@ -58,12 +87,12 @@ class BatchDecoder:
         """The next chunk of the stream (bytes, bytearray, memoryview...)."""
 
     def finish(self) -> None:
-        """End of input; raises ValueError when the stream stopped before its trailer."""
+        """End of input; raises DecodeError when the stream stopped before its trailer."""
 
     def pending_bytes(self) -> int:
         """Memory held by coalesced rows and undrained steps; drain() at chunk_bytes."""
 
-    def drain(self) -> list[_Step]:
+    def drain(self) -> list[Step]:
         """Steps for everything fed so far, in apply order."""
 
     def other_events(self) -> list[tuple[int, str, str | None, bytes | None]]:

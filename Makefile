@@ -1,7 +1,7 @@
 # One target per job. `make demo` and `make check` are the README's two commands.
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYDEPS := maturin 'psycopg[binary]>=3.1' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
+PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
 	matplotlib
 
 .PHONY: all demo check setup build lint test test-rust test-python bench bench-quick clean
@@ -22,12 +22,14 @@ build: setup
 demo: build
 	$(BIN)/londiste-rs demo
 
+# stubtest: the hand-written _native stubs cannot drift from the built module
 lint: build
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest londiste_rs._native
 
 test-rust:
 	cargo test --quiet

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from londiste_rs._native import BatchDecoder
+from londiste_rs._native import BatchDecoder, StepKind
 from londiste_rs.errors import TableError
 from londiste_rs.pg.catalog import table_layout, type_map
 from londiste_rs.store import queue, schema
@@ -93,14 +93,15 @@ def replicate(
     dec.finish()
     key_names = [src.columns[k].name for k in src.key_cols]
     tgt = sql.Identifier(target)
-    for kind, _table, payload, _rows, encoding in dec.drain():
+    for step in dec.drain():
+        kind, payload, encoding = step.kind, step.payload, step.encoding
         if encoding:
             dst.execute(sql.SQL("set client_encoding = {}").format(sql.Literal(encoding)))
-        if kind == "truncate":
+        if kind == StepKind.TRUNCATE:
             dst.execute(sql.SQL("truncate {}").format(tgt))
         else:
             # Stage the payload, delete the keys it names, insert the rows (any row step).
-            names = key_names if kind == "delete" else out_names
+            names = key_names if kind == StepKind.DELETE else out_names
             cols = sql.SQL(", ").join(map(sql.Identifier, names))
             match = sql.SQL(" and ").join(
                 sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k)) for k in key_names
@@ -114,7 +115,7 @@ def replicate(
                 with dst.cursor().copy("copy s from stdin (format binary)") as cp:
                     cp.write(payload)
                 dst.execute(sql.SQL("delete from {} t using s where {}").format(tgt, match))
-                if kind != "delete":
+                if kind != StepKind.DELETE:
                     dst.execute(sql.SQL("insert into {} ({}) select * from s").format(tgt, cols))
         if encoding:
             dst.execute("reset client_encoding")

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from londiste_rs._native import encode_copy
+from londiste_rs._native._testing import encode_copy
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from londiste_rs._native import BatchDecoder
+from londiste_rs._native import BatchDecoder, Step, StepKind
+from londiste_rs.errors import DecodeError
 
 EVENTS_SQL = """
 create table events (
@@ -92,12 +93,12 @@ def decode(
     chunk: int = 7,
     chunk_bytes: int = 64 << 20,
     skip_snapshot: tuple[int, int, list[int]] | None = None,
-) -> list[tuple[str, str, bytes, int, str | None]]:
+) -> list[Step]:
     """Steps for `stream`, fed in `chunk`-byte pieces, drained whenever the decoder asks."""
     dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact)
     for name, ncols in tables:
         dec.add_table(name, ncols, [0], list(range(ncols)), skip_snapshot=skip_snapshot)
-    steps = []
+    steps: list[Step] = []
     for i in range(0, len(stream), chunk):
         dec.feed(stream[i : i + chunk])
         if dec.pending_bytes() >= chunk_bytes:
@@ -107,7 +108,7 @@ def decode(
     return steps
 
 
-def apply(conn: psycopg.Connection[Any], steps: Iterable[tuple[Any, ...]], target: str) -> None:
+def apply(conn: psycopg.Connection[Any], steps: Iterable[Step], target: str) -> None:
     """Applies steps to `target` like the worker: staging by binary COPY, then set-based SQL."""
     t = sql.Identifier(target)
     cols = [r[0] for r in conn.execute(f"select * from {target} limit 0").description or []]
@@ -119,22 +120,23 @@ def apply(conn: psycopg.Connection[Any], steps: Iterable[tuple[Any, ...]], targe
     )
     conn.execute(sql.SQL("create temp table if not exists up_stage (like {})").format(t))
     conn.execute("create temp table if not exists del_stage (id int)")
-    for kind, _table, payload, rows, encoding in steps:
+    for step in steps:
+        kind, payload, rows, encoding = step.kind, step.payload, step.rows, step.encoding
         assert encoding is None
-        if kind == "truncate":
+        if kind == StepKind.TRUNCATE:
             conn.execute(sql.SQL("truncate {}").format(t))
             continue
-        stage = "del_stage" if kind == "delete" else "up_stage"
+        stage = "del_stage" if kind == StepKind.DELETE else "up_stage"
         conn.execute(f"truncate {stage}")
         with conn.cursor().copy(f"copy {stage} from stdin (format binary)") as cp:
             cp.write(payload)
-        if kind == "delete":
+        if kind == StepKind.DELETE:
             q = sql.SQL("delete from {t} using del_stage s where {t}.id = s.id")
             cur = conn.execute(q.format(t=t))
-        elif kind == "insert":  # keys known absent: a plain insert
+        elif kind == StepKind.INSERT:  # keys known absent: a plain insert
             cur = conn.execute(sql.SQL("insert into {t} select * from up_stage").format(t=t))
             assert cur.rowcount == rows
-        elif kind == "update":  # keys known present: every row is updated
+        elif kind == StepKind.UPDATE:  # keys known present: every row is updated
             q = sql.SQL("update {t} set {u} from up_stage s where {t}.id = s.id")
             cur = conn.execute(q.format(t=t, u=set_from_stage))
             assert cur.rowcount == rows
@@ -196,10 +198,10 @@ def test_truncate_barrier_and_memory_bound(provider_db):
         stream = event_stream(conn)
         chunk_bytes = 8 << 10
         steps = decode(stream, [("public.src", 8)], chunk=4096, chunk_bytes=chunk_bytes)
-        kinds = [s[0] for s in steps]
-        assert kinds.count("truncate") == 1
+        kinds = [s.kind for s in steps]
+        assert kinds.count(StepKind.TRUNCATE) == 1
         # nothing of the first 300 rows survives past the barrier, and steps stay small
-        assert all(len(s[2]) < chunk_bytes + 1024 for s in steps)
+        assert all(len(s.payload) < chunk_bytes + 1024 for s in steps)
         assert len(steps) > 10
         apply(conn, steps, "dst")
         assert rows_text(conn, "dst") == rows_text(conn, "src")
@@ -220,11 +222,11 @@ def test_exact_order_reproduces_a_unique_value_swap(provider_db):
             conn.execute("update u set code = 'b' where id = 1")
         stream = event_stream(conn)
         coalesced = decode(stream, [("public.u", 2)])
-        assert [(k, r) for k, _, _, r, _ in coalesced] == [("update", 2)]
+        assert [(s.kind, s.rows) for s in coalesced] == [(StepKind.UPDATE, 2)]
         with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
             apply(conn, coalesced, "u_copy")
         exact = decode(stream, [("public.u", 2)], exact=True)
-        assert [(k, r) for k, _, _, r, _ in exact] == [("upsert", 2), ("upsert", 1)]
+        assert [(s.kind, s.rows) for s in exact] == [(StepKind.UPSERT, 2), (StepKind.UPSERT, 1)]
         apply(conn, exact, "u_copy")
         assert rows_text(conn, "u_copy") == [("(1,b)",), ("(2,a)",)]
 
@@ -276,7 +278,7 @@ def test_other_events_unknown_tables_and_malformed_events(provider_db):
         dec.add_table("public.src", 8, [0], list(range(8)))
         dec.feed(event_stream(conn))
         dec.finish()
-        assert [s[0] for s in dec.drain()] == ["insert"]
+        assert [s.kind for s in dec.drain()] == [StepKind.INSERT]
         assert dec.other_events() == [(3, "londiste.add-table", "public.src", b"x")]
         assert dec.stats()["skipped_table"] == 1
 
@@ -286,16 +288,24 @@ def test_other_events_unknown_tables_and_malformed_events(provider_db):
         ).fetchone()
         dec = BatchDecoder()
         dec.add_table("public.src", 8, [0], list(range(8)))
-        with pytest.raises(ValueError, match=rf"^event {bad_id}: ev_data of table public.src"):
+        with pytest.raises(
+            DecodeError, match=rf"^event {bad_id}: ev_data of table public.src"
+        ) as e:
             dec.feed(event_stream(conn))
+        assert e.value.ev_id == bad_id
+        with pytest.raises(ValueError, match=r"feed\(\) after an error") as u:
+            dec.feed(b"")
+        assert not isinstance(u.value, DecodeError)  # a wrong call, not a bad stream
         dec = BatchDecoder()
         dec.add_table("public.src", 7, [0], list(range(7)))
-        with pytest.raises(ValueError, match=r"^event 1: row of table public.src has 8 fields"):
+        with pytest.raises(DecodeError, match=r"^event 1: row of table public.src has 8 fields"):
             dec.feed(event_stream(conn))
         dec = BatchDecoder()
         dec.feed(event_stream(conn)[:-1])
-        with pytest.raises(ValueError, match="ends before its trailer"):
+        with pytest.raises(DecodeError, match="ends before its trailer") as e:
             dec.finish()
+        assert e.value.ev_id is None
+        assert isinstance(e.value, ValueError)  # callers catching ValueError still do
 
 
 def test_type_map_rewrites_enum_array_oids(provider_db, subscriber_db):
@@ -322,7 +332,7 @@ def test_type_map_rewrites_enum_array_oids(provider_db, subscriber_db):
             return payload.count(oid.to_bytes(4, "big"))
 
         (plain,) = decode(stream, [("public.m", 2)])
-        assert (embedded(plain[2], s_enum), embedded(plain[2], d_enum)) == (2, 0)
+        assert (embedded(plain.payload, s_enum), embedded(plain.payload, d_enum)) == (2, 0)
 
         dec = BatchDecoder()
         dec.add_table("public.m", 2, [0], [0, 1], walk_cols=[1])
@@ -330,7 +340,7 @@ def test_type_map_rewrites_enum_array_oids(provider_db, subscriber_db):
         dec.feed(stream)
         dec.finish()
         steps = dec.drain()
-        assert (embedded(steps[0][2], s_enum), embedded(steps[0][2], d_enum)) == (0, 2)
+        assert (embedded(steps[0].payload, s_enum), embedded(steps[0].payload, d_enum)) == (0, 2)
         apply(dst, steps, "m")
         assert rows_text(dst, "m") == rows_text(src, "m")
         with pytest.raises(ValueError, match='unknown kind "enum"'):

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import psycopg
 
-from londiste_rs.errors import ConnectError, LondisteError, NotInstalledError, TableError
+from londiste_rs.errors import (
+    ConnectError,
+    DecodeError,
+    LondisteError,
+    NotInstalledError,
+    TableError,
+)
 from londiste_rs.pg.db import first_line, redact
 
 # A permanent error is looked at again this often (seconds), at most.
@@ -40,8 +46,8 @@ class Verdict:
 def classify(e: BaseException) -> Verdict:
     if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError, ConnectError)):
         return Verdict(True, True, redact(first_line(e)))
-    if isinstance(e, (PermanentError, NotInstalledError, TableError, ValueError)):
-        # ValueError: an event the decoder cannot read (its text names the event)
+    if isinstance(e, (PermanentError, NotInstalledError, TableError, DecodeError)):
+        # DecodeError: an event the decoder cannot read (its text names the event)
         return Verdict(False, False, redact(str(e)))
     if isinstance(e, psycopg.Error):
         return Verdict(True, False, redact(first_line(e)))

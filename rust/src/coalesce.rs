@@ -10,8 +10,8 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::Entry as Slot;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::copy_binary::EncodeError;
-use crate::step::{EncodingId, StepKind, StepSplitter};
+use crate::pgcopy::write::EncodeError;
+use crate::step::{EncodingId, Row, RunKey, StepKind, StepSplitter};
 
 const NO_ROW: usize = usize::MAX;
 
@@ -157,14 +157,20 @@ impl KeyedRows {
                 encodings.push(e.encoding);
             }
         }
-        for enc in encodings {
+        for encoding in encodings {
+            let run = RunKey {
+                kind,
+                table,
+                encoding,
+            };
             for e in self
                 .entries
                 .iter()
-                .filter(|e| e.encoding == enc && wanted(e))
+                .filter(|e| e.encoding == encoding && wanted(e))
             {
                 let (off, len) = fields(e);
-                out.push(kind, table, enc, nfields, &self.arena[off..][..len])?;
+                let fields = &self.arena[off..][..len];
+                out.push(run, Row { nfields, fields })?;
             }
             out.close()?;
         }
@@ -176,5 +182,99 @@ impl KeyedRows {
         self.arena.clear();
         self.entries.clear();
         self.index.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::Step;
+    use crate::test_support::{copy_rows, key_fields, row_fields, summary};
+
+    /// The steps of one flush, as the decoder writes them: deletes, then updates and inserts.
+    fn flush(rows: &KeyedRows, chunk_bytes: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut out = StepSplitter::new(&mut steps, chunk_bytes);
+        rows.write_deletes(0, 1, &mut out).unwrap();
+        rows.write_rows(0, 2, &mut out).unwrap();
+        out.close().unwrap();
+        steps
+    }
+
+    /// The text column of each row of a step.
+    fn values(step: &Step) -> Vec<String> {
+        copy_rows(&step.payload)
+            .into_iter()
+            .map(|r| String::from_utf8(r[1].clone().unwrap()).unwrap())
+            .collect()
+    }
+
+    fn values_of(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_key_born_then_deleted_leaves_no_step() {
+        let mut rows = KeyedRows::new();
+        rows.upsert(&key_fields(1), &row_fields(1, "a"), true, 0);
+        rows.upsert(&key_fields(1), &row_fields(1, "b"), false, 0);
+        rows.delete(&key_fields(1), 0);
+        assert_eq!(rows.len(), 1);
+        assert!(flush(&rows, 1 << 20).is_empty());
+    }
+
+    #[test]
+    fn final_states_in_first_seen_order_updates_before_inserts() {
+        let mut rows = KeyedRows::new();
+        rows.upsert(&key_fields(3), &row_fields(3, "new"), true, 0);
+        rows.upsert(&key_fields(1), &row_fields(1, "old"), false, 0);
+        rows.delete(&key_fields(2), 0);
+        // a delete then a re-insert: the key existed before, so the row is an update
+        rows.delete(&key_fields(4), 0);
+        rows.upsert(&key_fields(4), &row_fields(4, "back"), true, 0);
+        rows.upsert(&key_fields(3), &row_fields(3, "newer"), false, 0);
+        let steps = flush(&rows, 1 << 20);
+        assert_eq!(
+            summary(&steps),
+            vec![
+                ("delete", 0, vec![2]),
+                ("update", 0, vec![1, 4]),
+                ("insert", 0, vec![3]),
+            ]
+        );
+        assert_eq!(values(&steps[1]), ["old", "back"]);
+        assert_eq!(values(&steps[2]), ["newer"]);
+    }
+
+    #[test]
+    fn each_encoding_gets_its_own_step_and_the_last_event_decides() {
+        let mut rows = KeyedRows::new();
+        rows.upsert(&key_fields(1), &row_fields(1, "a"), false, 0);
+        rows.upsert(&key_fields(2), &row_fields(2, "b"), false, 1);
+        rows.upsert(&key_fields(3), &row_fields(3, "c"), false, 1);
+        rows.upsert(&key_fields(3), &row_fields(3, "c0"), false, 0);
+        let steps = flush(&rows, 1 << 20);
+        let got: Vec<_> = steps.iter().map(|s| (s.encoding, values(s))).collect();
+        assert_eq!(got, [(0, values_of(&["a", "c0"])), (1, values_of(&["b"]))]);
+    }
+
+    #[test]
+    fn steps_are_cut_at_chunk_bytes_and_clear_forgets_everything() {
+        let mut rows = KeyedRows::new();
+        for id in 0..100 {
+            rows.upsert(&key_fields(id), &row_fields(id, "0123456789"), true, 0);
+        }
+        let steps = flush(&rows, 256);
+        assert!(steps.len() > 5, "{}", steps.len());
+        assert!(steps.iter().all(|s| s.payload.len() < 256 + 64));
+        let all: Vec<i32> = summary(&steps).into_iter().flat_map(|s| s.2).collect();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert!(rows.pending_bytes() > 100 * 18);
+        rows.clear();
+        assert!(rows.is_empty());
+        assert!(flush(&rows, 256).is_empty());
+        // a key seen before the clear is new again
+        rows.delete(&key_fields(5), 0);
+        assert_eq!(summary(&flush(&rows, 256)), vec![("delete", 0, vec![5])]);
     }
 }

@@ -7,12 +7,12 @@
 use hashbrown::HashMap;
 
 use crate::coalesce::KeyedRows;
-use crate::copy_binary::EncodeError;
-use crate::copy_in::{CopyInError, CopyReader, FeedError, Tuple};
 use crate::exact::ExactRuns;
+use crate::pgcopy::read::{CopyReader, FeedError, StreamError, Tuple};
+use crate::pgcopy::write::EncodeError;
 use crate::record::{parse_record, Field, RecordError};
 use crate::snapshot::Snapshot;
-use crate::step::{EncodingId, Step, StepKind, StepSplitter};
+use crate::step::{EncodingId, Row, RunKey, Step, StepKind, StepSplitter};
 use crate::typemap::{TypeMap, TypeMapError};
 
 const EVENT_COLUMNS: usize = 7;
@@ -24,7 +24,7 @@ pub enum DecodeError {
     /// The decoder was called wrongly (bad `add_table` arguments, feed after finish...).
     Usage(String),
     /// The stream's framing is broken.
-    Stream(CopyInError),
+    Stream(StreamError),
     /// A tuple whose ev_id cannot be read (`index`: 1-based position in the input).
     Tuple { index: u64, problem: String },
     /// A malformed event.
@@ -218,7 +218,7 @@ impl BatchDecoder {
                 by_name: HashMap::new(),
                 type_map: TypeMap::default(),
                 encodings: Vec::new(),
-                exact: ExactRuns::new(),
+                exact: ExactRuns::new(chunk_bytes.max(1)),
                 ready: Vec::new(),
                 ready_bytes: 0,
                 other: Vec::new(),
@@ -553,35 +553,24 @@ impl Events {
             }
             return Ok(());
         }
-        let (cb, out) = (self.chunk_bytes, &mut self.ready);
+        let out = &mut self.ready;
         let before = out.len();
         let ex = &mut self.exact;
+        let run = |kind| RunKey {
+            kind,
+            table: ti,
+            encoding: enc,
+        };
+        let (key, old_key) = (&self.key[..], &self.old_key[..]);
         match op {
-            b'D' => ex.push(
-                StepKind::Delete,
-                ti,
-                enc,
-                &self.key,
-                nkeys,
-                &self.key,
-                cb,
-                out,
-            )?,
+            b'D' => ex.push(run(StepKind::Delete), key, Row::new(nkeys, key), out)?,
             _ => {
                 if key_changed {
-                    let old = &self.old_key;
-                    ex.push(StepKind::Delete, ti, enc, old, nkeys, old, cb, out)?;
+                    let row = Row::new(nkeys, old_key);
+                    ex.push(run(StepKind::Delete), old_key, row, out)?;
                 }
-                ex.push(
-                    StepKind::Upsert,
-                    ti,
-                    enc,
-                    &self.key,
-                    nout,
-                    &self.row,
-                    cb,
-                    out,
-                )?;
+                let row = Row::new(nout, &self.row);
+                ex.push(run(StepKind::Upsert), key, row, out)?;
             }
         }
         self.ready_bytes += out[before..].iter().map(|s| s.payload.len()).sum::<usize>();
@@ -592,195 +581,11 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy_binary::CopyWriter;
+    use crate::pgcopy::write::CopyWriter;
     use crate::record::build_record;
+    use crate::test_support::*;
     use crate::typemap::{Kind, TypeInfo};
     use std::collections::BTreeMap;
-
-    const INT4: u32 = 23;
-    const TEXT: u32 = 25;
-
-    #[derive(Clone)]
-    struct Ev {
-        id: i64,
-        txid: i64,
-        ty: &'static str,
-        table: Option<&'static str>,
-        data: Option<Vec<u8>>,
-        extra2: Option<Vec<u8>>,
-        enc: Option<&'static str>,
-    }
-
-    fn row(id: i32, val: &str) -> Vec<u8> {
-        build_record(&[
-            (INT4, Some(&id.to_be_bytes())),
-            (TEXT, Some(val.as_bytes())),
-        ])
-    }
-
-    fn key(id: i32) -> Vec<u8> {
-        build_record(&[(INT4, Some(&id.to_be_bytes()))])
-    }
-
-    fn ev(ty: &'static str, table: &'static str, data: Option<Vec<u8>>) -> Ev {
-        Ev {
-            id: 0,
-            txid: 1000,
-            ty,
-            table: Some(table),
-            data,
-            extra2: None,
-            enc: None,
-        }
-    }
-
-    fn ins(t: &'static str, id: i32, v: &str) -> Ev {
-        ev("I", t, Some(row(id, v)))
-    }
-    fn upd(t: &'static str, id: i32, v: &str) -> Ev {
-        ev("U", t, Some(row(id, v)))
-    }
-    fn rekey(t: &'static str, old: i32, id: i32, v: &str) -> Ev {
-        Ev {
-            extra2: Some(key(old)),
-            ..ev("U", t, Some(row(id, v)))
-        }
-    }
-    fn del(t: &'static str, id: i32) -> Ev {
-        ev("D", t, Some(key(id)))
-    }
-    fn trunc(t: &'static str) -> Ev {
-        ev("R", t, None)
-    }
-
-    fn stream(evs: &[Ev]) -> Vec<u8> {
-        let mut w = CopyWriter::new();
-        for (i, e) in evs.iter().enumerate() {
-            w.begin_row(7).unwrap();
-            w.i64(if e.id == 0 { i as i64 + 1 } else { e.id });
-            w.i64(e.txid);
-            w.text(e.ty).unwrap();
-            match e.table {
-                Some(t) => w.text(t).unwrap(),
-                None => w.null(),
-            }
-            for b in [&e.data, &e.extra2] {
-                match b {
-                    Some(b) => w.raw(b).unwrap(),
-                    None => w.null(),
-                }
-            }
-            match e.enc {
-                Some(x) => w.text(x).unwrap(),
-                None => w.null(),
-            }
-        }
-        w.finish().unwrap()
-    }
-
-    fn spec(name: &str) -> TableSpec {
-        TableSpec {
-            name: name.into(),
-            ncols: 2,
-            key_cols: vec![0],
-            out_cols: vec![0, 1],
-            walk_cols: vec![],
-            skip_snapshot: None,
-        }
-    }
-
-    fn decoder(exact: bool, tables: &[&str]) -> BatchDecoder {
-        let mut d = BatchDecoder::new(64 << 20, exact);
-        for t in tables {
-            d.add_table(spec(t)).unwrap();
-        }
-        d
-    }
-
-    type Rows = Vec<Vec<Option<Vec<u8>>>>;
-
-    fn copy_rows(payload: &[u8]) -> Rows {
-        let mut rows = Vec::new();
-        let mut r = CopyReader::new();
-        r.feed(payload, |t| {
-            rows.push(
-                (0..t.len())
-                    .map(|i| t.field(i).map(<[u8]>::to_vec))
-                    .collect(),
-            );
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        r.finish().unwrap();
-        rows
-    }
-
-    fn ids(payload: &[u8]) -> Vec<i32> {
-        copy_rows(payload)
-            .iter()
-            .map(|r| i32::from_be_bytes(r[0].as_ref().unwrap()[..].try_into().unwrap()))
-            .collect()
-    }
-
-    /// (kind, table, ids) of each step.
-    fn summary(steps: &[Step]) -> Vec<(&'static str, usize, Vec<i32>)> {
-        steps
-            .iter()
-            .map(|s| {
-                let ids = if s.kind == StepKind::Truncate {
-                    assert!(s.payload.is_empty());
-                    vec![]
-                } else {
-                    ids(&s.payload)
-                };
-                assert_eq!(ids.len() as u64, s.rows);
-                (s.kind.as_str(), s.table, ids)
-            })
-            .collect()
-    }
-
-    fn run(d: &mut BatchDecoder, evs: &[Ev]) -> Vec<Step> {
-        d.feed(&stream(evs)).unwrap();
-        d.finish().unwrap();
-        d.drain().unwrap()
-    }
-
-    /// Applies steps to per-table maps id -> value, like the apply does to real tables.
-    fn apply(state: &mut [BTreeMap<i32, Vec<u8>>], steps: &[Step]) {
-        for s in steps {
-            let t = &mut state[s.table];
-            match s.kind {
-                StepKind::Truncate => t.clear(),
-                StepKind::Delete => ids(&s.payload).iter().for_each(|k| {
-                    t.remove(k);
-                }),
-                StepKind::Insert => {
-                    for r in copy_rows(&s.payload) {
-                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
-                        assert!(
-                            t.insert(id, r[1].clone().unwrap()).is_none(),
-                            "insert of {id}"
-                        );
-                    }
-                }
-                StepKind::Update => {
-                    for r in copy_rows(&s.payload) {
-                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
-                        assert!(
-                            t.insert(id, r[1].clone().unwrap()).is_some(),
-                            "update of {id}"
-                        );
-                    }
-                }
-                StepKind::Upsert => {
-                    for r in copy_rows(&s.payload) {
-                        let id = i32::from_be_bytes(r[0].clone().unwrap().try_into().unwrap());
-                        t.insert(id, r[1].clone().unwrap());
-                    }
-                }
-            }
-        }
-    }
 
     #[test]
     fn coalesces_to_final_state() {
@@ -1085,20 +890,6 @@ mod tests {
         for (s, want) in cases {
             let err = d.add_table(s).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err:?} vs {want:?}");
-        }
-    }
-
-    /// A tiny deterministic generator (xorshift64*), so the test needs no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

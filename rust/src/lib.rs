@@ -2,14 +2,15 @@
 //! file that knows Python, converting arguments, releasing the GIL and mapping errors.
 
 pub mod coalesce;
-pub mod copy_binary;
-pub mod copy_in;
 pub mod decoder;
 pub mod exact;
+pub mod pgcopy;
 pub mod pq;
 mod py;
 pub mod record;
 pub mod snapshot;
 pub mod sql_bundle;
 pub mod step;
+#[cfg(test)]
+mod test_support;
 pub mod typemap;

@@ -3,15 +3,27 @@
 use std::collections::HashMap;
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::marker::Ungil;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict};
 
-use crate::copy_binary::{CopyWriter, EncodeError};
 use crate::decoder::{self, DecodeError, TableSpec};
+use crate::pgcopy::write::{CopyWriter, EncodeError};
 use crate::pq;
 use crate::snapshot::Snapshot;
+use crate::step::StepKind;
 use crate::typemap::{Kind, TypeInfo, TypeMap};
+
+/// Errors raised as the package's own classes (python/londiste_rs/errors.py) and psycopg's.
+mod errors {
+    pyo3::import_exception!(londiste_rs.errors, LondisteError);
+    pyo3::import_exception!(londiste_rs.errors, DecodeError);
+    pyo3::import_exception!(londiste_rs.errors, CopySourceFailed);
+    pyo3::import_exception!(londiste_rs.errors, CopyTargetFailed);
+    pyo3::import_exception!(psycopg, OperationalError);
+}
 
 impl From<EncodeError> for PyErr {
     fn from(e: EncodeError) -> PyErr {
@@ -21,13 +33,107 @@ impl From<EncodeError> for PyErr {
 
 impl From<DecodeError> for PyErr {
     fn from(e: DecodeError) -> PyErr {
-        PyValueError::new_err(e.to_string())
+        match e {
+            // a wrong call, not a bad stream
+            DecodeError::Usage(msg) => PyValueError::new_err(msg),
+            DecodeError::Event { ev_id, .. } => {
+                errors::DecodeError::new_err((e.to_string(), ev_id))
+            }
+            _ => errors::DecodeError::new_err((e.to_string(), None::<i64>)),
+        }
     }
 }
 
 /// Work on less than this runs without releasing the GIL: re-taking it can cost a whole switch
 /// interval when other threads run, far more than parsing a small chunk.
 const DETACH_BYTES: usize = 64 << 10;
+
+/// Runs `f`, the work on `bytes` bytes, without the GIL when it is large enough to be worth it.
+fn run_detached<T: Ungil>(py: Python<'_>, bytes: usize, f: impl Ungil + FnOnce() -> T) -> T {
+    if bytes < DETACH_BYTES {
+        f()
+    } else {
+        py.detach(f)
+    }
+}
+
+/// `_native.StepKind`, an `enum.IntEnum` made from `step::StepKind` (names and values), and its
+/// members in `StepKind::ALL` order.
+struct StepKinds {
+    class: Py<PyAny>,
+    members: Vec<Py<PyAny>>,
+}
+
+impl StepKinds {
+    fn member(&self, py: Python<'_>, kind: StepKind) -> Py<PyAny> {
+        // ALL lists every kind: `members` has one for each
+        let at = StepKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.members[at].clone_ref(py)
+    }
+}
+
+static STEP_KINDS: PyOnceLock<StepKinds> = PyOnceLock::new();
+
+fn step_kinds(py: Python<'_>) -> PyResult<&'static StepKinds> {
+    STEP_KINDS.get_or_try_init(py, || {
+        let names: Vec<(String, u8)> = StepKind::ALL
+            .iter()
+            .map(|&k| (k.as_str().to_uppercase(), k as u8))
+            .collect();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("module", "londiste_rs._native")?;
+        let class = py
+            .import("enum")?
+            .getattr("IntEnum")?
+            .call(("StepKind", names), Some(&kwargs))?;
+        class.setattr(
+            "__doc__",
+            "What a `Step` does with its rows (docs/internals.md, §4).",
+        )?;
+        let members = StepKind::ALL
+            .iter()
+            .map(|&k| Ok(class.call1((k as u8,))?.unbind()))
+            .collect::<PyResult<_>>()?;
+        Ok(StepKinds {
+            class: class.unbind(),
+            members,
+        })
+    })
+}
+
+/// One apply step: the rows of one table, kind and client encoding as a binary COPY payload.
+#[pyclass(name = "Step", module = "londiste_rs._native", frozen)]
+struct PyStep {
+    /// A `StepKind`.
+    #[pyo3(get)]
+    kind: Py<PyAny>,
+    /// The table's name as given to `add_table`.
+    #[pyo3(get)]
+    table: String,
+    /// Binary COPY of the key columns (DELETE), of `out_cols` (UPDATE, INSERT, UPSERT), or
+    /// empty (TRUNCATE).
+    #[pyo3(get)]
+    payload: Py<PyBytes>,
+    #[pyo3(get)]
+    rows: u64,
+    /// None, or the client encoding the payload's text is in.
+    #[pyo3(get)]
+    encoding: Option<String>,
+}
+
+#[pymethods]
+impl PyStep {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Step({}, {:?}, rows={}, {} bytes, encoding={:?})",
+            self.kind.bind(py).str()?,
+            self.table,
+            self.rows,
+            self.payload.bind(py).as_bytes().len(),
+            self.encoding
+        ))
+    }
+}
 
 /// Decodes a batch's events (binary COPY of ev_id, ev_txid, ev_type, ev_extra1, ev_data,
 /// ev_extra2, ev_extra4) into apply steps; see docs/internals.md section 4.
@@ -99,11 +205,7 @@ impl PyBatchDecoder {
             }
         };
         let inner = &mut self.inner;
-        if data.len() < DETACH_BYTES {
-            inner.feed(data)?;
-        } else {
-            py.detach(|| inner.feed(data))?;
-        }
+        run_detached(py, data.len(), || inner.feed(data))?;
         Ok(())
     }
 
@@ -117,31 +219,23 @@ impl PyBatchDecoder {
         self.inner.pending_bytes()
     }
 
-    /// The steps for everything fed so far, in apply order:
-    /// `(kind, table, payload, rows, encoding)`.
-    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    /// The steps for everything fed so far, in apply order.
+    fn drain(&mut self, py: Python<'_>) -> PyResult<Vec<PyStep>> {
         let inner = &mut self.inner;
-        let steps = if inner.pending_bytes() < DETACH_BYTES {
-            inner.drain()?
-        } else {
-            py.detach(|| inner.drain())?
-        };
-        steps
+        let steps = run_detached(py, inner.pending_bytes(), || inner.drain())?;
+        let kinds = step_kinds(py)?;
+        Ok(steps
             .iter()
-            .map(|s| {
-                let encoding = inner
+            .map(|s| PyStep {
+                kind: kinds.member(py, s.kind),
+                table: inner.table_name(s.table).to_owned(),
+                payload: PyBytes::new(py, &s.payload).unbind(),
+                rows: s.rows,
+                encoding: inner
                     .encoding_name(s.encoding)
-                    .map(|e| String::from_utf8_lossy(e).into_owned());
-                (
-                    s.kind.as_str(),
-                    inner.table_name(s.table),
-                    PyBytes::new(py, &s.payload),
-                    s.rows,
-                    encoding,
-                )
-                    .into_pyobject(py)
+                    .map(|e| String::from_utf8_lossy(e).into_owned()),
             })
-            .collect()
+            .collect())
     }
 
     /// Non-data events seen since the last call: `(ev_id, ev_type, extra1, data)`.
@@ -169,13 +263,13 @@ impl PyBatchDecoder {
     }
 }
 
-/// Encodes rows of Python values as one binary COPY stream.
+/// Encodes rows of Python values as one binary COPY stream (`_native._testing`).
 ///
 /// `types` names each column's PostgreSQL type: bool, int2, int4, int8, float4, float8, text
 /// (also varchar, json, name), bytea, jsonb, numeric (given as str, Decimal or int),
 /// timestamp/timestamptz (microseconds since the Unix epoch), date (days since the Unix epoch),
-/// uuid (16 bytes). None is NULL. Meant for tools and tests; the replication hot path never
-/// builds Python objects per row.
+/// uuid (16 bytes). None is NULL. For tests and tools only: the replication never builds
+/// Python objects per row.
 #[pyfunction]
 fn encode_copy<'py>(
     py: Python<'py>,
@@ -243,61 +337,103 @@ fn sql_files() -> Vec<(&'static str, &'static str)> {
     crate::sql_bundle::SQL_FILES.to_vec()
 }
 
-/// libpq's COPY data loop on psycopg's connections (`crate::pq`); built by
-/// `londiste_rs.libpq` from the addresses of `LIBPQ_FUNCTIONS` in the libpq psycopg uses.
-#[pyclass(name = "LibPq", module = "londiste_rs._native", frozen)]
-struct PyLibPq {
-    inner: pq::LibPq,
-}
-
-#[pymethods]
-impl PyLibPq {
-    #[new]
-    fn new(addresses: [usize; 5]) -> Self {
-        // SAFETY: the Python side (londiste_rs.libpq) passes the addresses of these functions
-        // in the libpq that psycopg loaded, and nothing else builds this class.
-        #[allow(unsafe_code)]
-        let inner = unsafe { pq::LibPq::new(addresses) };
-        PyLibPq { inner }
-    }
-
-    /// Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst`
-    /// (both `pgconn_ptr`s) until the source's COPY ends, without the GIL. Returns the bytes
-    /// moved and None, or 0 and which side failed: "source" or "target".
-    fn relay(&self, py: Python<'_>, src: usize, dst: usize) -> (u64, Option<String>) {
-        // SAFETY: the caller owns both live connections and does not use them meanwhile.
-        #[allow(unsafe_code)]
-        let (src, dst) = unsafe { (pq::Conn::from_ptr(src), pq::Conn::from_ptr(dst)) };
-        let lib = self.inner;
-        match py.detach(move || lib.relay(src, dst)) {
-            Ok(moved) => (moved, None),
-            Err(side) => (0, Some(side.to_string())),
-        }
-    }
-
-    /// Starts reading the COPY OUT running on `src` (a `pgconn_ptr`) in a thread of its own,
-    /// in chunks of at least `chunk` bytes, at most `depth` of them waiting. The connection
-    /// is the reader's until its `close()` returned.
-    #[pyo3(signature = (src, chunk, depth = 2))]
-    fn reader(&self, src: usize, chunk: usize, depth: usize) -> PyCopyReader {
-        // SAFETY: the caller owns the live connection and leaves it to the reader.
-        #[allow(unsafe_code)]
-        let src = unsafe { pq::Conn::from_ptr(src) };
-        PyCopyReader {
-            inner: std::sync::Mutex::new(pq::Reader::start(self.inner, src, chunk.max(1), depth)),
+fn copy_failed(side: pq::Failed) -> PyErr {
+    match side {
+        pq::Failed::Source => errors::CopySourceFailed::new_err("the source's COPY failed"),
+        pq::Failed::Target => {
+            errors::CopyTargetFailed::new_err("the target refused the COPY's data")
         }
     }
 }
 
-/// A COPY OUT's data read ahead in Rust (`pq::Reader`); iterate for its chunks, then `close`.
-#[pyclass(name = "CopyReader", module = "londiste_rs._native")]
-struct PyCopyReader {
+/// The libpq psycopg runs on, found on first use.
+static LIBPQ: PyOnceLock<pq::LibPq> = PyOnceLock::new();
+
+fn libpq(py: Python<'_>) -> PyResult<&'static pq::LibPq> {
+    LIBPQ.get_or_try_init(py, || {
+        // importing psycopg loads its libpq, whatever its implementation
+        let version: i32 = py
+            .import("psycopg.pq")?
+            .getattr("version")?
+            .call0()?
+            .extract()?;
+        pq::LibPq::find_loaded(version).map_err(|e| errors::LondisteError::new_err(e.to_string()))
+    })
+}
+
+/// The `PGconn *` of `conn`, which must be a `psycopg.Connection` (of the psycopg whose libpq
+/// `libpq` found) whose `lock` is held: the lock its own queries take, so no other thread
+/// uses the connection while Rust does. The caller keeps `conn` referenced meanwhile.
+fn held_pgconn(py: Python<'_>, conn: &Bound<'_, PyAny>) -> PyResult<pq::Conn> {
+    let psycopg = py.import("psycopg")?;
+    if !conn.is_instance(&psycopg.getattr("Connection")?)? {
+        return Err(PyTypeError::new_err(format!(
+            "expected a psycopg.Connection, not {}",
+            conn.get_type().name()?
+        )));
+    }
+    let pgconn = conn.getattr("pgconn")?;
+    if !pgconn.is_instance(&psycopg.getattr("pq")?.getattr("PGconn")?)? {
+        return Err(PyTypeError::new_err(
+            "the connection's pgconn is not of psycopg's libpq implementation",
+        ));
+    }
+    if !conn.getattr("lock")?.call_method0("locked")?.is_truthy()? {
+        return Err(PyRuntimeError::new_err(
+            "hold the connection's lock (`with conn.lock:`) while Rust uses it",
+        ));
+    }
+    let ptr: Option<usize> = pgconn.getattr("pgconn_ptr")?.extract()?;
+    pq::Conn::from_pgconn_ptr(ptr.unwrap_or(0))
+        .ok_or_else(|| errors::OperationalError::new_err("the connection is closed"))
+}
+
+/// The path of the libpq the COPY loops call (psycopg's), found on first use.
+#[pyfunction]
+fn libpq_path(py: Python<'_>) -> PyResult<&'static str> {
+    Ok(libpq(py)?.path())
+}
+
+/// Moves the rows of the COPY OUT running on `src` into the COPY IN running on `dst` until
+/// the source's COPY ends, without the GIL; returns the bytes moved. Both are psycopg
+/// connections whose `lock` the caller holds. A failed side raises CopySourceFailed or
+/// CopyTargetFailed (the server's error is in that connection's result).
+#[pyfunction]
+fn relay(py: Python<'_>, src: &Bound<'_, PyAny>, dst: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if src.is(dst) {
+        return Err(PyValueError::new_err("relay needs two connections"));
+    }
+    let lib = libpq(py)?;
+    let (src, dst) = (held_pgconn(py, src)?, held_pgconn(py, dst)?);
+    // the caller's references keep both connections alive until this returns
+    py.detach(move || lib.relay(&src, &dst))
+        .map_err(copy_failed)
+}
+
+/// A COPY OUT's data read ahead in Rust by a thread of its own (`pq::Reader`), in chunks of
+/// at least `chunk` bytes, at most `depth` of them waiting. `conn` is a psycopg connection
+/// whose `lock` the caller holds until `close()` returned; the reader keeps it referenced.
+/// Iterate for the chunks, then `close`.
+#[pyclass(name = "ReadAhead", module = "londiste_rs._native", frozen)]
+struct PyReadAhead {
     // pyclasses must be Sync; one thread at a time uses a reader anyway
     inner: std::sync::Mutex<pq::Reader>,
 }
 
 #[pymethods]
-impl PyCopyReader {
+impl PyReadAhead {
+    #[new]
+    #[pyo3(signature = (conn, chunk, depth = 2))]
+    fn new(py: Python<'_>, conn: &Bound<'_, PyAny>, chunk: usize, depth: usize) -> PyResult<Self> {
+        let lib = libpq(py)?.clone();
+        let src = held_pgconn(py, conn)?;
+        let owner: Box<dyn Send> = Box::new(conn.clone().unbind());
+        let reader = pq::Reader::start(lib, src, owner, chunk.max(1), depth);
+        Ok(PyReadAhead {
+            inner: std::sync::Mutex::new(reader),
+        })
+    }
+
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
@@ -307,16 +443,14 @@ impl PyCopyReader {
         Some(PyBytes::new(py, &chunk))
     }
 
-    /// Stops reading, waiting for the thread (cancel the query first to stop a running COPY):
-    /// None, or "source" when the source's COPY failed.
-    fn close(&self, py: Python<'_>) -> Option<String> {
-        py.detach(|| self.lock().close())
-            .err()
-            .map(|side| side.to_string())
+    /// Stops reading, waiting for the thread (cancel the query first to stop a running COPY);
+    /// raises CopySourceFailed when the source's COPY failed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.lock().close()).map_err(copy_failed)
     }
 }
 
-impl PyCopyReader {
+impl PyReadAhead {
     fn lock(&self) -> std::sync::MutexGuard<'_, pq::Reader> {
         // a panic while holding it cannot leave the reader half-updated: take it anyway
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -326,11 +460,27 @@ impl PyCopyReader {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(encode_copy, m)?)?;
     m.add_function(wrap_pyfunction!(sql_files, m)?)?;
     m.add_class::<PyBatchDecoder>()?;
-    m.add_class::<PyLibPq>()?;
-    m.add_class::<PyCopyReader>()?;
-    m.add("LIBPQ_FUNCTIONS", pq::FUNCTIONS.to_vec())?;
+    m.add_function(wrap_pyfunction!(libpq_path, m)?)?;
+    m.add_function(wrap_pyfunction!(relay, m)?)?;
+    m.add_class::<PyReadAhead>()?;
+    m.add_class::<PyStep>()?;
+    m.add("StepKind", step_kinds(m.py())?.class.bind(m.py()))?;
+    add_testing(m)?;
+    Ok(())
+}
+
+/// `_native._testing`: helpers for tests and tools, kept off the module the package uses.
+fn add_testing(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let name = "londiste_rs._native._testing";
+    let testing = PyModule::new(py, name)?;
+    testing.add_function(wrap_pyfunction!(encode_copy, &testing)?)?;
+    m.setattr("_testing", &testing)?; // not in __all__: no star-import
+                                      // importable by its dotted name, like a submodule of a package
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item(name, &testing)?;
     Ok(())
 }

@@ -1,26 +1,36 @@
 //! Steps: what the apply runs, in order. Each step is one binary COPY stream of a single table,
 //! kind and client encoding, built by copying already-encoded fields.
 
-use crate::copy_binary::{CopyWriter, EncodeError};
+use crate::pgcopy::write::{CopyWriter, EncodeError};
 
+/// The values are those of Python's `_native.StepKind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum StepKind {
     /// Payload: binary COPY of the key columns of the rows to delete.
-    Delete,
+    Delete = 1,
     /// Payload: binary COPY of the table's `out_cols` of rows that may or may not exist yet
     /// (exact mode).
-    Upsert,
+    Upsert = 2,
     /// Coalesced mode: rows whose key the stream shows existing on the subscriber when the
     /// step runs (first seen as an update, or as a delete then re-inserted).
     Update,
     /// Coalesced mode: rows whose key the stream shows absent when the step runs (first seen
     /// as an insert, or as the new key of a key change).
-    Insert,
+    Insert = 4,
     /// Empty payload.
-    Truncate,
+    Truncate = 5,
 }
 
 impl StepKind {
+    pub const ALL: [StepKind; 5] = [
+        StepKind::Delete,
+        StepKind::Upsert,
+        StepKind::Update,
+        StepKind::Insert,
+        StepKind::Truncate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Delete => "delete",
@@ -29,6 +39,28 @@ impl StepKind {
             StepKind::Insert => "insert",
             StepKind::Truncate => "truncate",
         }
+    }
+}
+
+/// What the rows of one step share: a step holds rows of one kind, table and encoding only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunKey {
+    pub kind: StepKind,
+    /// Index of the table in `add_table` order.
+    pub table: usize,
+    pub encoding: EncodingId,
+}
+
+/// One row of a step: `nfields` length-prefixed fields back to back.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub nfields: u16,
+    pub fields: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    pub fn new(nfields: u16, fields: &'a [u8]) -> Self {
+        Row { nfields, fields }
     }
 }
 
@@ -60,28 +92,24 @@ impl Step {
 
 /// Accumulates the rows of one step.
 pub struct StepBuilder {
-    kind: StepKind,
-    table: usize,
-    encoding: EncodingId,
+    run: RunKey,
     nfields: u16,
     writer: CopyWriter,
 }
 
 impl StepBuilder {
-    pub fn new(kind: StepKind, table: usize, encoding: EncodingId, nfields: u16) -> Self {
+    pub fn new(run: RunKey, nfields: u16) -> Self {
         StepBuilder {
-            kind,
-            table,
-            encoding,
+            run,
             nfields,
             // Small to start: exact mode may cut many short steps; long ones grow by doubling.
             writer: CopyWriter::with_capacity(256),
         }
     }
 
-    /// Whether rows of (kind, table, encoding) belong in this step.
-    pub fn matches(&self, kind: StepKind, table: usize, encoding: EncodingId) -> bool {
-        self.kind == kind && self.table == table && self.encoding == encoding
+    /// Whether rows of `run` belong in this step.
+    pub fn matches(&self, run: RunKey) -> bool {
+        self.run == run
     }
 
     /// Adds one row given as `nfields` length-prefixed fields back to back.
@@ -100,11 +128,11 @@ impl StepBuilder {
     pub fn finish(self) -> Result<Step, EncodeError> {
         let rows = self.writer.rows();
         Ok(Step {
-            kind: self.kind,
-            table: self.table,
+            kind: self.run.kind,
+            table: self.run.table,
             payload: self.writer.finish()?,
             rows,
-            encoding: self.encoding,
+            encoding: self.run.encoding,
         })
     }
 }
@@ -125,24 +153,17 @@ impl<'a> StepSplitter<'a> {
         }
     }
 
-    pub fn push(
-        &mut self,
-        kind: StepKind,
-        table: usize,
-        encoding: EncodingId,
-        nfields: u16,
-        fields: &[u8],
-    ) -> Result<(), EncodeError> {
+    pub fn push(&mut self, run: RunKey, row: Row<'_>) -> Result<(), EncodeError> {
         let fits = self
             .current
             .as_ref()
-            .is_some_and(|b| b.matches(kind, table, encoding) && b.bytes() < self.chunk_bytes);
+            .is_some_and(|b| b.matches(run) && b.bytes() < self.chunk_bytes);
         if !fits {
             self.close()?;
         }
         self.current
-            .get_or_insert_with(|| StepBuilder::new(kind, table, encoding, nfields))
-            .push(fields)
+            .get_or_insert_with(|| StepBuilder::new(run, row.nfields))
+            .push(row.fields)
     }
 
     pub fn close(&mut self) -> Result<(), EncodeError> {

@@ -1,73 +1,27 @@
-"""The libpq psycopg runs on, for the Rust COPY loops (`_native.LibPq`, rust/src/pq.rs).
+"""COPY data moved by libpq in Rust on psycopg's connections (`_native.relay`,
+`_native.ReadAhead`, rust/src/pq.rs).
 
 A server sends a COPY's data one message per row; taking them one Python call each costs more
-CPU than the servers spend on them. The Rust side calls libpq's COPY functions directly on
-psycopg's connections, so it must call the very libpq that opened them (psycopg-binary ships
-its own copy): that library is found among the files mapped into this process, and checked
-against psycopg's own answer for its version before use.
+CPU than the servers spend on them. Python starts each COPY and reads its result; Rust runs
+only the data loop, with the functions of the very libpq psycopg runs on (found by Rust among
+the loaded libraries, checked against psycopg's version). Rust takes psycopg `Connection`
+objects, never addresses, and only while their `lock` is held here: the lock psycopg's own
+`Cursor.execute` takes, so no other thread runs a query on a connection Rust is using. Do not
+`close()` a connection while a copy runs on it (psycopg's close takes no lock).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import select
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import pq
 
-from londiste_rs._native import LIBPQ_FUNCTIONS, CopyReader, LibPq
-from londiste_rs.errors import LondisteError
-
-
-def _mapped_libpqs() -> list[str]:
-    """Paths of the libpq files mapped into this process, first mapped first."""
-    seen: dict[str, None] = {}
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
-            name = Path(fields[5].strip()).name if len(fields) == 6 else ""
-            if name.startswith("libpq") and ".so" in name:
-                seen.setdefault(fields[5].strip())
-    return list(seen)
-
-
-@functools.cache
-def libpq() -> LibPq:
-    """The Rust COPY loops bound to psycopg's libpq. Raises LondisteError when it cannot be
-    told apart (not Linux, or several libpq versions loaded)."""
-    psycopg.pq.version()  # loads psycopg's libpq, whatever its implementation
-    want = psycopg.pq.version()
-    try:
-        paths = _mapped_libpqs()
-    except OSError as e:
-        raise LondisteError(f"cannot find psycopg's libpq: {e} (Linux's /proc is needed)") from e
-    matching = []
-    for path in paths:
-        lib = ctypes.CDLL(path)  # already loaded: the same handle, nothing loaded twice
-        lib.PQlibVersion.restype = ctypes.c_int
-        if lib.PQlibVersion() == want:
-            matching.append(lib)
-    if len(matching) != 1:
-        raise LondisteError(
-            f"cannot tell which libpq psycopg uses (libpq {want}; loaded: "
-            f"{', '.join(paths) or 'none'}); use psycopg[binary] as installed with londiste-rs"
-        )
-    lib = matching[0]
-    addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in LIBPQ_FUNCTIONS]
-    return LibPq([int(a or 0) for a in addresses])
-
-
-def ptr(conn: psycopg.Connection[Any]) -> int:
-    """The connection's `PGconn *`; it must be open."""
-    p = getattr(conn.pgconn, "pgconn_ptr", None)  # every psycopg implementation has it
-    if p is None:
-        raise psycopg.OperationalError("the connection is closed")
-    return int(p)
+from londiste_rs._native import ReadAhead, relay
+from londiste_rs.errors import CopySourceFailed, CopyTargetFailed
 
 
 def copy_between(src: psycopg.Connection[Any], copy_out: bytes,
@@ -76,48 +30,61 @@ def copy_between(src: psycopg.Connection[Any], copy_out: bytes,
     `dst` and moves the data between them in Rust, without the GIL. Returns (rows written,
     bytes moved). A failure on either side raises the server's error and leaves neither COPY
     running (a transaction they were in has failed, for the caller to roll back)."""
-    _start(dst, copy_in, pq.ExecStatus.COPY_IN)
-    try:
-        _start(src, copy_out, pq.ExecStatus.COPY_OUT)
-    except BaseException:
-        _abort_copy_in(dst)
-        raise
-    moved, failed = libpq().relay(ptr(src), ptr(dst))
-    if failed == "target":
-        _stop_copy_out(src)
-        _results(dst)  # raises the target's error
-        raise psycopg.OperationalError(_text(dst, dst.pgconn.error_message))
-    try:
-        _results(src)  # raises the source's error, if it failed
-    except psycopg.errors.QueryCanceled as e:
-        # cancelled because the target failed first (the copy's monitor does that): the
-        # target's error is the one to report
-        _abort_copy_in(dst, e)
-        raise
-    except BaseException:
-        _abort_copy_in(dst)
-        raise
-    res = _end_copy_in(dst, None)
-    return int(res.command_tuples or 0), moved
+    with src.lock, dst.lock:
+        _start(dst, copy_in, pq.ExecStatus.COPY_IN)
+        try:
+            _start(src, copy_out, pq.ExecStatus.COPY_OUT)
+        except BaseException:
+            _abort_copy_in(dst)
+            raise
+        source_failed: CopySourceFailed | None = None
+        try:
+            moved = relay(src, dst)
+        except CopyTargetFailed as e:
+            _stop_copy_out(src)
+            _results(dst)  # raises the target's error
+            raise psycopg.OperationalError(_text(dst, dst.pgconn.error_message)) from e
+        except CopySourceFailed as e:
+            source_failed = e
+        try:
+            _results(src)  # raises the source's error, if it failed
+            if source_failed is not None:  # failed without an error: keep nothing
+                raise source_failed
+        except psycopg.errors.QueryCanceled as e:
+            # cancelled because the target failed first (the copy's monitor does that): the
+            # target's error is the one to report
+            _abort_copy_in(dst, e)
+            raise
+        except BaseException:
+            _abort_copy_in(dst)
+            raise
+        res = _end_copy_in(dst, None)
+        return int(res.command_tuples or 0), moved
 
 
 def read_copy(conn: psycopg.Connection[Any], copy_out: bytes, chunk: int) -> Iterator[bytes]:
     """The data of `copy_out` (COPY ... TO STDOUT) in chunks of at least `chunk` bytes (the
     last one smaller), read ahead in Rust by a thread of its own while the caller works on
-    the previous chunks. Closing the iterator early cancels the COPY. The source's error is
-    raised after its last chunk."""
-    _start(conn, copy_out, pq.ExecStatus.COPY_OUT)
-    reader = libpq().reader(ptr(conn), chunk)
-    try:
-        yield from reader
-    except BaseException:  # also GeneratorExit: the consumer stopped early
-        _stop_copy_out(conn, reader)
-        raise
-    reader.close()
-    res = _results(conn)  # raises the source's error, if it failed
-    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
-        raise psycopg.OperationalError(f"the COPY ended without its result: "
-                                       f"{_text(conn, conn.pgconn.error_message)}")  # fmt: skip
+    the previous chunks. `conn`'s lock is held until the iterator ends, so the caller must
+    not use `conn` meanwhile. Closing the iterator early cancels the COPY. The source's error
+    is raised after its last chunk."""
+    with conn.lock:
+        _start(conn, copy_out, pq.ExecStatus.COPY_OUT)
+        reader = ReadAhead(conn, chunk)
+        try:
+            yield from reader
+        except BaseException:  # also GeneratorExit: the consumer stopped early
+            _stop_copy_out(conn, reader)
+            raise
+        try:
+            reader.close()
+        except CopySourceFailed:
+            _results(conn)  # raises the source's error
+            raise  # failed without an error
+        res = _results(conn)
+        if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+            raise psycopg.OperationalError(f"the COPY ended without its result: "
+                                           f"{_text(conn, conn.pgconn.error_message)}")  # fmt: skip
 
 
 def _text(conn: psycopg.Connection[Any], message: bytes) -> str:
@@ -197,13 +164,14 @@ def _abort_copy_in(conn: psycopg.Connection[Any], cause: BaseException | None = 
         pass
 
 
-def _stop_copy_out(conn: psycopg.Connection[Any], reader: CopyReader | None = None) -> None:
+def _stop_copy_out(conn: psycopg.Connection[Any], reader: ReadAhead | None = None) -> None:
     """Cancels the COPY TO STDOUT on `conn` and drops what it still sends (after `reader`,
     reading it, has stopped)."""
     with contextlib.suppress(psycopg.Error, OSError):
         conn.cancel_safe(timeout=5)
         if reader is not None:
-            reader.close()
+            with contextlib.suppress(CopySourceFailed):  # the cancel fails the COPY
+                reader.close()
         pg = conn.pgconn
         while (n := pg.get_copy_data(0)[0]) >= 0:
             if n == 0:

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from londiste_rs._native import BatchDecoder
+from londiste_rs._native import BatchDecoder, Step, StepKind
 from londiste_rs.errors import TableError
 from londiste_rs.pg import libpq
 from londiste_rs.pg.catalog import TableLayout, parents_first, type_map
@@ -263,38 +263,38 @@ def make_decoder(
 def _apply_step(
     conn: psycopg.Connection[Any],
     by_name: dict[str, TablePlan],
-    step: tuple[str, str, bytes, int, str | None],
+    step: Step,
     stats: ApplyStats,
 ) -> None:
-    kind, table, payload, rows, encoding = step
-    p = by_name[table]
+    kind, payload, rows, encoding = step.kind, step.payload, step.rows, step.encoding
+    p = by_name[step.table]
     stats.steps += 1
-    if kind == "truncate":
+    if kind == StepKind.TRUNCATE:
         conn.execute(sql.SQL("truncate {} cascade").format(p.target))
         stats.truncates += 1
         return
     if encoding:
         # text in this payload is in the writer's client encoding; COPY converts from it
         conn.execute("select set_config('client_encoding', %s, true)", [encoding])
-    if kind == "insert":
+    if kind == StepKind.INSERT:
         # keys the stream shows absent here: straight into the table (a key that is there after
         # all raises UniqueViolation, and the batch is re-applied in exact order)
         assert p.insert_copy is not None
         with conn.cursor().copy(p.insert_copy) as cp:
             cp.write(payload)
     else:
-        stage = p.delete_stage if kind == "delete" else p.upsert_stage
+        stage = p.delete_stage if kind == StepKind.DELETE else p.upsert_stage
         conn.execute(sql.SQL("truncate {}").format(stage))
         with conn.cursor().copy(sql.SQL("copy {} from stdin (format binary)").format(stage)) as cp:
             cp.write(payload)
     if encoding:
         conn.execute("select set_config('client_encoding', 'UTF8', true)")
-    if kind == "delete":
+    if kind == StepKind.DELETE:
         assert p.delete_sql is not None
         conn.execute(p.delete_sql)
         stats.deletes += rows
         return
-    if kind == "update" and p.update_sql is not None:
+    if kind == StepKind.UPDATE and p.update_sql is not None:
         updated = conn.execute(p.update_sql).rowcount
         if updated < rows:
             # missing here (the subscriber was not in sync), or skipped by a trigger
@@ -302,7 +302,7 @@ def _apply_step(
             added = conn.execute(p.missing_sql).rowcount
             if added > 0:
                 log.warning("%s: %d updated rows were missing here; inserted them", p.dest, added)
-    elif kind != "insert":
+    elif kind != StepKind.INSERT:
         assert p.upsert_sql is not None
         conn.execute(p.upsert_sql)
     stats.upserts += rows

@@ -6,11 +6,11 @@
 //! streams may follow each other (header ... trailer, header ... trailer): a merged batch can be
 //! read as one input.
 
-use crate::copy_binary::SIGNATURE;
+use crate::pgcopy::write::SIGNATURE;
 
 /// Errors in the framing of the stream itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CopyInError {
+pub enum StreamError {
     BadSignature,
     /// Flags bit 16 (OIDs included) or another critical flag bit is set.
     UnsupportedFlags(u32),
@@ -21,29 +21,29 @@ pub enum CopyInError {
     Truncated,
 }
 
-impl std::fmt::Display for CopyInError {
+impl std::fmt::Display for StreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CopyInError::BadSignature => write!(f, "not a binary COPY stream (bad signature)"),
-            CopyInError::UnsupportedFlags(x) => {
+            StreamError::BadSignature => write!(f, "not a binary COPY stream (bad signature)"),
+            StreamError::UnsupportedFlags(x) => {
                 write!(f, "binary COPY header has unsupported flags {x:#x}")
             }
-            CopyInError::BadHeaderExtension(n) => {
+            StreamError::BadHeaderExtension(n) => {
                 write!(f, "binary COPY header extension length {n} is invalid")
             }
-            CopyInError::BadFieldCount(n) => write!(f, "binary COPY tuple has {n} fields"),
-            CopyInError::BadFieldLength(n) => write!(f, "binary COPY field has length {n}"),
-            CopyInError::Truncated => write!(f, "binary COPY stream ends before its trailer"),
+            StreamError::BadFieldCount(n) => write!(f, "binary COPY tuple has {n} fields"),
+            StreamError::BadFieldLength(n) => write!(f, "binary COPY field has length {n}"),
+            StreamError::Truncated => write!(f, "binary COPY stream ends before its trailer"),
         }
     }
 }
 
-impl std::error::Error for CopyInError {}
+impl std::error::Error for StreamError {}
 
 /// Either a framing error or the callback's own error.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FeedError<E> {
-    Copy(CopyInError),
+    Copy(StreamError),
     Tuple(E),
 }
 
@@ -147,11 +147,11 @@ impl CopyReader {
     }
 
     /// Checks that the input ended cleanly: after a trailer (or with no input at all).
-    pub fn finish(&self) -> Result<(), CopyInError> {
+    pub fn finish(&self) -> Result<(), StreamError> {
         if self.state == State::Header && self.carry.is_empty() {
             Ok(())
         } else {
-            Err(CopyInError::Truncated)
+            Err(StreamError::Truncated)
         }
     }
 
@@ -172,7 +172,7 @@ impl CopyReader {
                     // Refuse a bad signature as soon as its first bytes are here.
                     let n = rest.len().min(SIGNATURE.len());
                     if rest[..n] != SIGNATURE[..n] {
-                        return Err(FeedError::Copy(CopyInError::BadSignature));
+                        return Err(FeedError::Copy(StreamError::BadSignature));
                     }
                     if rest.len() < HEADER_FIXED {
                         return Ok(pos);
@@ -180,11 +180,11 @@ impl CopyReader {
                     let flags = be_i32(&rest[11..15]) as u32;
                     // Bits 16..31 are critical: a reader must refuse what it does not know.
                     if flags & 0xFFFF_0000 != 0 {
-                        return Err(FeedError::Copy(CopyInError::UnsupportedFlags(flags)));
+                        return Err(FeedError::Copy(StreamError::UnsupportedFlags(flags)));
                     }
                     let ext = be_i32(&rest[15..19]);
                     if ext < 0 {
-                        return Err(FeedError::Copy(CopyInError::BadHeaderExtension(ext)));
+                        return Err(FeedError::Copy(StreamError::BadHeaderExtension(ext)));
                     }
                     let total = HEADER_FIXED + ext as usize;
                     if rest.len() < total {
@@ -205,7 +205,7 @@ impl CopyReader {
                         continue;
                     }
                     if nfields < 0 {
-                        return Err(FeedError::Copy(CopyInError::BadFieldCount(nfields)));
+                        return Err(FeedError::Copy(StreamError::BadFieldCount(nfields)));
                     }
                     self.fields.clear();
                     let mut p = pos + 2;
@@ -220,7 +220,7 @@ impl CopyReader {
                             continue;
                         }
                         if len < 0 {
-                            return Err(FeedError::Copy(CopyInError::BadFieldLength(len)));
+                            return Err(FeedError::Copy(StreamError::BadFieldLength(len)));
                         }
                         if data.len() - p < len as usize {
                             return Ok(pos);
@@ -243,7 +243,7 @@ impl CopyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::copy_binary::CopyWriter;
+    use crate::pgcopy::write::CopyWriter;
 
     type Row = Vec<Option<Vec<u8>>>;
 
@@ -335,7 +335,7 @@ mod tests {
         for i in 1..s.len() {
             assert_eq!(
                 read_all(&[&s[..i]]),
-                Err(FeedError::Copy(CopyInError::Truncated)),
+                Err(FeedError::Copy(StreamError::Truncated)),
                 "cut at {i}"
             );
         }
@@ -348,25 +348,25 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(
             read_all(&[&bad[..1]]),
-            Err(FeedError::Copy(CopyInError::BadSignature))
+            Err(FeedError::Copy(StreamError::BadSignature))
         );
         let mut oids = s.clone();
         oids[12] = 1; // bit 16: OIDs included
         assert_eq!(
             read_all(&[&oids]),
-            Err(FeedError::Copy(CopyInError::UnsupportedFlags(0x10000)))
+            Err(FeedError::Copy(StreamError::UnsupportedFlags(0x10000)))
         );
         let mut len = s.clone();
         len[21..25].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(
             read_all(&[&len]),
-            Err(FeedError::Copy(CopyInError::BadFieldLength(-5)))
+            Err(FeedError::Copy(StreamError::BadFieldLength(-5)))
         );
         let mut count = s.clone();
         count[19..21].copy_from_slice(&(-3i16).to_be_bytes());
         assert_eq!(
             read_all(&[&count]),
-            Err(FeedError::Copy(CopyInError::BadFieldCount(-3)))
+            Err(FeedError::Copy(StreamError::BadFieldCount(-3)))
         );
     }
 

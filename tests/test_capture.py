@@ -14,10 +14,10 @@ from psycopg import sql
 from londiste_rs._native import BatchDecoder, StepKind
 from londiste_rs.errors import TableError
 from londiste_rs.pg.catalog import table_layout, type_map
+from londiste_rs.replication.batches import EVENT_COLUMNS
 from londiste_rs.store import queue, schema
 
 Q = "cq"
-BATCH_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
 
 TYPES_DDL = """
 create type mood as enum ('sad', 'ok', 'so "happy"');
@@ -85,7 +85,7 @@ def replicate(
     dec = BatchDecoder(exact_order=True)
     dec.add_table(global_name, src.ncols, src.key_cols, src.out_cols, src.walk_cols)
     dec.set_type_map(type_map(dst, [src]))
-    query = f"copy (select {BATCH_COLUMNS} from ({queue.batch_event_sql(conn, batch.batch_id)})"
+    query = f"copy (select {EVENT_COLUMNS} from ({queue.batch_event_sql(conn, batch.batch_id)})"
     query += " ev) to stdout (format binary)"
     with conn.cursor().copy(query) as copy:
         for chunk in copy:

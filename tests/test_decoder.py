@@ -17,6 +17,7 @@ from psycopg import sql
 
 from londiste_rs._native import BatchDecoder, Step, StepKind
 from londiste_rs.errors import DecodeError
+from londiste_rs.replication.batches import EVENT_COLUMNS
 
 EVENTS_SQL = """
 create table events (
@@ -26,7 +27,8 @@ create table events (
     ev_extra1 text,
     ev_data bytea,
     ev_extra2 bytea,
-    ev_extra4 text
+    ev_extra4 text,
+    ev_extra3 text
 );
 """
 
@@ -52,10 +54,7 @@ begin
 end $$;
 """
 
-EVENTS_COPY = (
-    "copy (select ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
-    " from events order by ev_id) to stdout (format binary)"
-)
+EVENTS_COPY = f"copy (select {EVENT_COLUMNS} from events order by ev_id) to stdout (format binary)"
 
 ODD_TEXT = 'a\'b\\c\n,(x)&=%é\t"{}" ☃ NULL'
 

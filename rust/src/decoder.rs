@@ -2,7 +2,13 @@
 //! events of the added tables (coalesced per key, or in exact order) and turns them into steps.
 //!
 //! Input columns, in order: ev_id int8, ev_txid xid8, ev_type text, ev_extra1 text,
-//! ev_data bytea, ev_extra2 bytea, ev_extra4 text (docs/internals.md, sections 2-4).
+//! ev_data bytea, ev_extra2 bytea, ev_extra4 text, ev_extra3 text (docs/internals.md,
+//! sections 2-4).
+//!
+//! Shape checks (a table changed on the provider while its events were queued must never have
+//! its values shifted into other columns): a data event whose `ev_extra3` (the table's shape
+//! when it was captured) differs from the table's `shape`, a row with another number of
+//! fields, or a field whose type OID is not the column's, is refused with the event's id.
 
 use hashbrown::HashMap;
 
@@ -15,7 +21,7 @@ use crate::snapshot::Snapshot;
 use crate::step::{EncodingId, Row, RunKey, Step, StepKind, StepSplitter};
 use crate::typemap::{TypeMap, TypeMapError};
 
-const EVENT_COLUMNS: usize = 7;
+const EVENT_COLUMNS: usize = 8;
 /// PostgreSQL's limit on columns in a table.
 const MAX_COLUMNS: usize = 1600;
 
@@ -64,6 +70,12 @@ pub struct TableSpec {
     pub out_cols: Vec<usize>,
     pub walk_cols: Vec<usize>,
     pub skip_snapshot: Option<Snapshot>,
+    /// The source table's shape as the capture trigger writes it into `ev_extra3`; events
+    /// carrying another one are refused (None, or an event without one: not checked).
+    pub shape: Option<Vec<u8>>,
+    /// The source columns' type OIDs, in payload order (empty: not checked; 0: that column
+    /// not checked, as for user-defined types, whose OIDs differ between the nodes).
+    pub col_types: Vec<u32>,
 }
 
 /// A non-data event (cascade and bookkeeping events), for the worker.
@@ -187,6 +199,32 @@ impl KeyRecord<'_> {
     }
 }
 
+/// Refuses a field whose type is not its column's (the column's type changed on the provider
+/// after capture); `cols[i]` is the source column of `fields[i]`.
+fn check_types(spec: &TableSpec, fields: &[Field], cols: &[usize]) -> Result<(), String> {
+    if spec.col_types.is_empty() {
+        return Ok(());
+    }
+    for (f, &c) in fields.iter().zip(cols) {
+        match spec.col_types.get(c) {
+            Some(&want) if want != 0 && want != f.oid => {
+                return Err(format!(
+                    "column {} of table {} has type {} in the event, {} on the provider now: \
+                     its type was changed while its events were queued; run resync {} on this \
+                     node (and make schema changes with execute)",
+                    c + 1,
+                    spec.name,
+                    f.oid,
+                    want,
+                    spec.name
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn gather(
     dst: &mut Vec<u8>,
     payload: &[u8],
@@ -248,6 +286,13 @@ impl BatchDecoder {
         }
         if spec.key_cols.is_empty() {
             return usage("key_cols is empty (a key is needed)".into());
+        }
+        if !spec.col_types.is_empty() && spec.col_types.len() != spec.ncols {
+            return usage(format!(
+                "col_types has {} types for {} columns",
+                spec.col_types.len(),
+                spec.ncols
+            ));
         }
         for (what, cols) in [
             ("key_cols", &spec.key_cols),
@@ -406,7 +451,7 @@ impl Events {
                 index,
                 problem: format!(
                     "{} columns instead of {EVENT_COLUMNS} (ev_id, ev_txid, ev_type, ev_extra1, \
-                     ev_data, ev_extra2, ev_extra4)",
+                     ev_data, ev_extra2, ev_extra4, ev_extra3)",
                     t.len()
                 ),
             });
@@ -446,6 +491,20 @@ impl Events {
                 return Ok(());
             }
         }
+        let spec = &self.tables[ti].spec;
+        if let (Some(want), Some(got), true) = (&spec.shape, t.field(7), op != b'R') {
+            if got != want.as_slice() {
+                return Err(bad(format!(
+                    "table {} had other columns when this event was captured (shape {}, now {}): \
+                     its columns were changed on the provider while its events were queued; \
+                     run resync {} on this node (and make schema changes with execute)",
+                    spec.name,
+                    String::from_utf8_lossy(got),
+                    String::from_utf8_lossy(want),
+                    spec.name
+                )));
+            }
+        }
         let encoding = self.encoding_id(t.field(6));
         if op == b'R' {
             self.stats.truncates += 1;
@@ -474,6 +533,12 @@ impl Events {
         let record = |e: RecordError| format!("ev_data of table {}: {e}", spec.name);
         let types = |e: TypeMapError| format!("table {}: {e}", spec.name);
         parse_record(data, &mut self.fields).map_err(record)?;
+        let cols: Vec<usize> = if op == b'D' {
+            spec.key_cols.clone()
+        } else {
+            (0..self.fields.len()).collect()
+        };
+        check_types(spec, &self.fields, &cols)?;
         if op == b'D' {
             let key = KeyRecord {
                 what: ("delete", "carries", "key fields"),
@@ -517,6 +582,7 @@ impl Events {
         };
         parse_record(old, &mut self.old_fields)
             .map_err(|e| format!("old key (ev_extra2) of table {}: {e}", spec.name))?;
+        check_types(spec, &self.old_fields, &spec.key_cols)?;
         let key = KeyRecord {
             what: ("old key", "has", "fields"),
             payload: old,
@@ -842,7 +908,7 @@ mod tests {
         w.i64(1);
         let err = d.feed(&w.finish().unwrap()).unwrap_err().to_string();
         assert!(
-            err.starts_with("batch stream, event #1: 2 columns instead of 7"),
+            err.starts_with("batch stream, event #1: 2 columns instead of 8"),
             "{err}"
         );
         let mut d = decoder(false, &["t"]);
@@ -850,6 +916,60 @@ mod tests {
         assert_eq!(
             d.finish().unwrap_err().to_string(),
             "batch stream: binary COPY stream ends before its trailer"
+        );
+    }
+
+    #[test]
+    fn events_of_another_shape_or_type_are_refused_not_shifted() {
+        let shaped = |shape: Option<&'static str>, e: Ev| Ev { shape, ..e };
+        let checked = || TableSpec {
+            shape: Some(b"s1".to_vec()),
+            col_types: vec![INT4, TEXT],
+            ..spec("t")
+        };
+        // the shape it was captured with, or none (captured before shapes were written)
+        for e in [shaped(Some("s1"), ins("t", 1, "a")), ins("t", 2, "b")] {
+            let mut d = decoder(false, &[]);
+            d.add_table(checked()).unwrap();
+            assert_eq!(run(&mut d, &[e]).len(), 1);
+        }
+        // a truncate carries no row: its shape is not looked at
+        let mut d = decoder(false, &[]);
+        d.add_table(checked()).unwrap();
+        assert_eq!(run(&mut d, &[shaped(Some("s0"), trunc("t"))]).len(), 1);
+        let text_key = Ev {
+            data: Some(build_record(&[(TEXT, Some(b"1"))])),
+            ..del("t", 1)
+        };
+        let swapped = Ev {
+            data: Some(build_record(&[(TEXT, Some(b"x")), (TEXT, Some(b"y"))])),
+            ..ins("t", 1, "")
+        };
+        let cases = [
+            (
+                shaped(Some("s0"), upd("t", 1, "a")),
+                "event 1: table t had other columns when this event was captured (shape s0, now s1)",
+            ),
+            (swapped, "event 1: column 1 of table t has type 25 in the event, 23 on the provider"),
+            (text_key, "event 1: column 1 of table t has type 25 in the event, 23"),
+        ];
+        for (e, want) in cases {
+            let mut d = decoder(false, &[]);
+            d.add_table(checked()).unwrap();
+            let err = d.feed(&stream(&[e])).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+        let mut d = decoder(false, &[]);
+        let err = d
+            .add_table(TableSpec {
+                col_types: vec![INT4],
+                ..spec("t")
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("table t: col_types has 1 types for 2 columns"),
+            "{err}"
         );
     }
 

@@ -155,7 +155,12 @@ impl PyBatchDecoder {
         })
     }
 
-    #[pyo3(signature = (name, ncols, key_cols, out_cols, walk_cols = Vec::new(), skip_snapshot = None))]
+    // Python's keyword arguments, one per TableSpec field
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        name, ncols, key_cols, out_cols, walk_cols = Vec::new(), skip_snapshot = None,
+        shape = None, col_types = Vec::new()
+    ))]
     fn add_table(
         &mut self,
         name: String,
@@ -164,6 +169,8 @@ impl PyBatchDecoder {
         out_cols: Vec<usize>,
         walk_cols: Vec<usize>,
         skip_snapshot: Option<(u64, u64, Vec<u64>)>,
+        shape: Option<String>,
+        col_types: Vec<u32>,
     ) -> PyResult<()> {
         self.inner.add_table(TableSpec {
             name,
@@ -172,6 +179,8 @@ impl PyBatchDecoder {
             out_cols,
             walk_cols,
             skip_snapshot: skip_snapshot.map(|(xmin, xmax, xip)| Snapshot::new(xmin, xmax, xip)),
+            shape: shape.map(String::into_bytes),
+            col_types,
         })?;
         Ok(())
     }

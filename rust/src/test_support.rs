@@ -21,6 +21,7 @@ pub(crate) struct Ev {
     pub(crate) data: Option<Vec<u8>>,
     pub(crate) extra2: Option<Vec<u8>>,
     pub(crate) enc: Option<&'static str>,
+    pub(crate) shape: Option<&'static str>,
 }
 
 pub(crate) fn row(id: i32, val: &str) -> Vec<u8> {
@@ -43,6 +44,7 @@ pub(crate) fn ev(ty: &'static str, table: &'static str, data: Option<Vec<u8>>) -
         data,
         extra2: None,
         enc: None,
+        shape: None,
     }
 }
 
@@ -68,7 +70,7 @@ pub(crate) fn trunc(t: &'static str) -> Ev {
 pub(crate) fn stream(evs: &[Ev]) -> Vec<u8> {
     let mut w = CopyWriter::new();
     for (i, e) in evs.iter().enumerate() {
-        w.begin_row(7).unwrap();
+        w.begin_row(8).unwrap();
         w.i64(if e.id == 0 { i as i64 + 1 } else { e.id });
         w.i64(e.txid);
         w.text(e.ty).unwrap();
@@ -82,9 +84,11 @@ pub(crate) fn stream(evs: &[Ev]) -> Vec<u8> {
                 None => w.null(),
             }
         }
-        match e.enc {
-            Some(x) => w.text(x).unwrap(),
-            None => w.null(),
+        for x in [e.enc, e.shape] {
+            match x {
+                Some(x) => w.text(x).unwrap(),
+                None => w.null(),
+            }
         }
     }
     w.finish().unwrap()
@@ -98,6 +102,8 @@ pub(crate) fn spec(name: &str) -> TableSpec {
         out_cols: vec![0, 1],
         walk_cols: vec![],
         skip_snapshot: None,
+        shape: None,
+        col_types: vec![],
     }
 }
 

@@ -76,8 +76,12 @@ class BatchDecoder:
         out_cols: Sequence[int],
         walk_cols: Sequence[int] = ...,
         skip_snapshot: tuple[int, int, Sequence[int]] | None = None,
+        shape: str | None = None,
+        col_types: Sequence[int] = ...,
     ) -> None:
-        """Replicate events whose ev_extra1 is `name`; indices are full-row field positions."""
+        """Replicate events whose ev_extra1 is `name`; indices are full-row field positions.
+        `shape`: refuse events whose ev_extra3 is another one; `col_types`: the source
+        columns' type OIDs (0: not checked), a field of another type is refused."""
 
     def set_type_map(self, map: Mapping[int, tuple[int, str, int | None]]) -> None:
         """{src_oid: (dst_oid, kind, inner_src_oid)}, kind: array, composite, range,

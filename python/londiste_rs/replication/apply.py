@@ -32,7 +32,7 @@ from psycopg import sql
 from londiste_rs._native import BatchDecoder, Step, StepKind
 from londiste_rs.errors import TableError
 from londiste_rs.pg import libpq
-from londiste_rs.pg.catalog import TableLayout, parents_first, type_map
+from londiste_rs.pg.catalog import FIRST_USER_OID, TableLayout, parents_first, type_map
 from londiste_rs.pg.names import name_of
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class TablePlan:
     fixed_names: list[str] = field(default_factory=list)
     walk_cols: list[int] = field(default_factory=list)
     skip_snapshot: tuple[int, int, list[int]] | None = None
+    # the source's shape as capture writes it (ev_extra3): events of another shape are refused
+    shape: str | None = None
     upsert_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
     delete_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
     upsert_sql: sql.Composed | None = None
@@ -254,7 +256,10 @@ def make_decoder(
 ) -> BatchDecoder:
     dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact_order)
     for p in plans:
-        dec.add_table(p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot)
+        # built-in type OIDs are the same everywhere; user types' differ between nodes (0: skip)
+        col_types = [c.type_oid if c.type_oid < FIRST_USER_OID else 0 for c in p.source.columns]
+        dec.add_table(p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot,
+                      p.shape, col_types)  # fmt: skip
     if types:
         dec.set_type_map(types)
     return dec

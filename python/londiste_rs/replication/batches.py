@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 
 # The event columns the decoder reads (internals §2), in its order.
-EVENT_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
+EVENT_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4, ev_extra3"
 # Bounds of one combined apply when lagging: long enough to amortise a commit, short enough
 # that a crash redoes little. Memory does not grow with it (the decoder drains by bytes).
 MAX_TICKS_PER_APPLY = 100

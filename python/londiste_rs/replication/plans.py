@@ -48,6 +48,7 @@ class PlanCache:
         for t in tables:
             p = plan_table(t.name, t.dest, table_layout(prov, t.name), table_layout(local, t.dest))
             p.skip_snapshot = None if t.skip_snapshot is None else t.skip_snapshot.as_tuple()
+            p.shape = store_tables.table_shape(prov, t.name)
             if t.copy_tick is not None:
                 self.copy_ticks[t.name] = t.copy_tick
             plans.append(p)

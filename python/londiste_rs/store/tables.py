@@ -174,6 +174,17 @@ def state_counts(conn: Conn, queue: str) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
+def table_shape(conn: Conn, table: str) -> str | None:
+    """The table's shape as the capture trigger writes it into each event (`ev_extra3`):
+    its columns' names and types. None where the schema predates shapes."""
+    try:
+        with conn.transaction():
+            row = conn.execute("select londiste_rs.table_shape(%s::regclass)", [table]).fetchone()
+    except psycopg.errors.UndefinedFunction:
+        return None
+    return None if row is None or row[0] is None else str(row[0])
+
+
 # -- the lifecycle ---------------------------------------------------------------------------
 
 

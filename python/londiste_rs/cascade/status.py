@@ -11,6 +11,7 @@ from londiste_rs.cascade.walk import find_root
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, NotInstalledError
 from londiste_rs.pg.db import connect, first_line
+from londiste_rs.pg.location import for_storing, trusted_location
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -40,14 +41,15 @@ class NodeStatus:
 def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
     """Every node reachable from the root, depth first, with its depth in the tree."""
     queue = cfg.queue_name
-    root = find_root(queue, cfg.db)
+    root = find_root(cfg, cfg.db)
     out: list[tuple[int, NodeStatus]] = []
     root_tick: int | None = None
 
-    def visit(location: str, name: str, provider: str | None, depth: int) -> None:
+    def visit(where: str, location: str, name: str, provider: str | None, depth: int) -> None:
+        """`where`: the connection string used; `location`: the one shown (no password)."""
         nonlocal root_tick
         try:
-            with connect(location, autocommit=True, what=f"node {name}") as conn:
+            with connect(where, autocommit=True, what=f"node {name}") as conn:
                 info = get_node_info(conn, queue)
                 if info is None:
                     raise NotInstalledError("not a node of this queue")
@@ -87,10 +89,17 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
         )
         for sub_name, sub_location in subs:
             if sub_location is not None:
-                visit(sub_location, sub_name, info.node_name, depth + 1)
+                try:
+                    sub_where = trusted_location(sub_location, cfg)
+                except LondisteError as e:
+                    out.append((depth + 1, NodeStatus(sub_name, "?", sub_location,
+                                info.node_name, None, None, None, False, True, None, 0, 0,
+                                str(e))))  # fmt: skip
+                    continue
+                visit(sub_where, sub_location, sub_name, info.node_name, depth + 1)
 
     with connect(root, autocommit=True, what="root") as conn:
         info = get_node_info(conn, queue)
         assert info is not None
-    visit(root, info.node_name, None, 0)
+    visit(root, for_storing(root), info.node_name, None, 0)
     return out

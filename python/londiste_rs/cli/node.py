@@ -176,11 +176,11 @@ def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
 def wait_provider(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied its provider's current last tick."""
     from londiste_rs.cascade.node import local_node, wait_for_tick
+    from londiste_rs.tables.common import provider_location
 
     cfg = cfg_of(config)
     info = local_node(cfg, "wait-provider", ("branch", "leaf"))
-    assert info.provider_location is not None
-    tick = wait_for_tick(cfg, info.provider_location, timeout)
+    tick = wait_for_tick(cfg, provider_location(cfg, info), timeout)
     typer.echo(f"caught up with provider {info.provider_node} (tick {tick})")
 
 

@@ -16,6 +16,7 @@ from psycopg.rows import class_row
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import NotInstalledError, UsageError
 from londiste_rs.pg.db import describe
+from londiste_rs.pg.location import for_storing
 from londiste_rs.store.schema import installed_version
 
 Conn = psycopg.Connection[Any]
@@ -71,7 +72,7 @@ def create_node(
 ) -> None:
     conn.execute(
         "select londiste_rs.create_node(%s, %s, %s, %s, %s, %s, %s)",
-        [queue, kind, name, worker, location, provider, tick_id],
+        [queue, kind, name, worker, for_storing(location), provider, tick_id],
     )
 
 
@@ -87,9 +88,10 @@ def members(conn: Conn, queue: str) -> list[Member]:
 
 
 def register_location(conn: Conn, queue: str, node: str, location: str, dead: bool = False) -> None:
-    """Records (or updates) where a member of the cascade can be reached."""
+    """Records (or updates) where a member of the cascade can be reached; never with a
+    password (pg/location.py: the caller says so to the user when it gave one)."""
     query = "select londiste_rs.register_location(%s, %s, %s, %s)"
-    conn.execute(query, [queue, node, location, dead])
+    conn.execute(query, [queue, node, for_storing(location), dead])
 
 
 def unregister_location(conn: Conn, queue: str, node: str) -> None:

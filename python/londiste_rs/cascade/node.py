@@ -207,6 +207,36 @@ def _bounded(conn: Conn, cfg: JobConfig, work: Callable[[], object], what: str) 
         ) from None
 
 
+def unregister_consumer(cfg: JobConfig, consumer: str, force: bool) -> str:
+    """Removes `consumer` from this node's queue (root or branch): an orphan at once; the
+    consumer of a live subscriber node only with `force`, together with its subscription
+    (its worker stops with an error). Returns what was done, in one line."""
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = require_node(conn, cfg, ("root", "branch"), "unregister-consumer")
+        found = [c for c in store_node.consumers(conn, queue) if c.name == consumer]
+        if not found:
+            raise UsageError(
+                f"queue {queue} of node {info.node_name} has no consumer {consumer}; 'status' "
+                "lists the consumers of every root and branch"
+            )
+        users = [c.subscriber_node for c in found if c.subscriber_node is not None]
+        live = [c.subscriber_node for c in found if c.subscriber_node and not c.node_dead]
+        if live and not force:
+            raise UsageError(
+                f"consumer {consumer} is how subscriber node {live[0]} follows {info.node_name}; "
+                f"drop or move that node (drop-node {live[0]}, change-provider), or add --force "
+                "to unregister it anyway (its worker then stops with an error)"
+            )
+        with conn.transaction():
+            for node in users:
+                store_node.unregister_subscriber(conn, queue, node)
+            store_queue.unregister_consumer(conn, queue, consumer)
+    if users:
+        return f"consumer {consumer} unregistered (subscriber {', '.join(users)} forgotten)"
+    return f"consumer {consumer} unregistered"
+
+
 def change_provider(cfg: JobConfig, new_provider: str) -> str:
     """Moves the local worker to another provider at its current tick (nothing lost or
     repeated: tick ids are the same on every node of the cascade). Returns the new provider."""

@@ -1,5 +1,7 @@
 """`status`: every node of the cascade, walked down from the root, with its lag, position,
-errors and table counts. A node that cannot be reached is shown as such; the walk goes on."""
+errors and table counts, and on a root or branch every consumer of its queue (orphans too:
+a consumer no subscriber node uses holds back rotation). A node that cannot be reached is
+shown as such; the walk goes on."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class NodeStatus:
     tables_half: int
     unreachable: str | None = None
     tables_failed: int = 0  # of tables_half: their initial copy failed
+    consumers: tuple[store_node.Consumer, ...] = ()  # of its queue (root, branch)
 
 
 def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
@@ -58,6 +61,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 lag = store_node.lag_seconds(conn, queue)
                 ok, half, failed = store_tables.state_counts(conn, queue)
                 subs = store_node.subscribers(conn, queue)
+                consumers = tuple(store_node.consumers(conn, queue))
         except (LondisteError, psycopg.Error) as e:
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
                                           False, True, None, 0, 0, first_line(e))))  # fmt: skip
@@ -84,6 +88,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     tables_ok=ok,
                     tables_half=half,
                     tables_failed=failed,
+                    consumers=consumers,
                 ),
             )
         )

@@ -123,6 +123,35 @@ def subscribers(conn: Conn, queue: str) -> list[tuple[str, str | None]]:
     return [(str(r[0]), None if r[1] is None else str(r[1])) for r in rows]
 
 
+@dataclass(frozen=True)
+class Consumer:
+    """A consumer of this node's queue (`status`): its lag (seconds since the time of its last
+    tick), the events queued after its last tick, and the subscriber node it reads for (None:
+    an orphan, which no subscriber node uses and which holds back rotation)."""
+
+    name: str
+    lag_seconds: float | None
+    pending_events: int | None
+    last_tick: int | None
+    subscriber_node: str | None
+    node_dead: bool
+
+
+def consumers(conn: Conn, queue: str) -> list[Consumer]:
+    """Every consumer of the queue here (none on a leaf), orphans included."""
+    rows = conn.execute(
+        "select c.consumer_name, extract(epoch from c.lag)::float8, c.pending_events,"
+        " c.last_tick, s.subscriber_node, coalesce(l.dead, false)"
+        " from londiste_rs.get_consumer_info(%s) c"
+        " left join londiste_rs.subscriber_info s on s.queue_name = c.queue_name"
+        " and s.consumer_name = c.consumer_name"
+        " left join londiste_rs.node_location l on l.queue_name = s.queue_name"
+        " and l.node_name = s.subscriber_node order by 1, 5",
+        [queue],
+    ).fetchall()
+    return [Consumer(str(r[0]), r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+
 def change_provider(conn: Conn, queue: str, provider: str) -> None:
     conn.execute("select londiste_rs.change_consumer_provider(%s, %s)", [queue, provider])
 

@@ -6,8 +6,10 @@ table needs its initial copy (unless --expect-sync), which the node's worker run
 root: there add-table and remove-table attach and detach capture one table per transaction,
 each waiting for its table's lock no longer than the ini's lock_timeout (pg/locking.py), so
 application writers never queue behind them for longer, and no lock on a table already done
-is held while the next one waits. Table states and who moves them: store/tables.py and
-docs/internals.md.
+is held while the next one waits. add-table warns (pg/trust.py) about tables whose owner,
+another role, would run code as londiste-rs: a subscriber's triggers, rules and row level
+security, a provider's row level security. Table states and who moves them: store/tables.py
+and docs/internals.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from londiste_rs.pg import names as pgnames
 from londiste_rs.pg.db import connect
 from londiste_rs.pg.locking import LockBusy, lock_holders, with_lock_retries
 from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, name_of
+from londiste_rs.pg.trust import foreign_code
 from londiste_rs.progress import Progress
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -119,6 +122,7 @@ def add_tables(
                 except LockBusy as e:
                     raise TableError(_still_locked(conn, "add", t, e, added)) from None
                 added.append(str(t))
+            _warn(foreign_code(conn, [pgnames.quoted_name(name_of(t)) for t in added], False))
             return added
         sources = (("--copy-node", copy_node is not None), ("--find-copy-node", find_copy_node),
                    ("--expect-sync", expect_sync))  # fmt: skip
@@ -211,9 +215,10 @@ def add_tables(
                 return targets
 
             try:
-                with_lock_retries(conn, cfg.lock_timeout, register_all, "add-table")
+                targets = with_lock_retries(conn, cfg.lock_timeout, register_all, "add-table")
             except LockBusy as e:
                 raise TableError(_still_locked(conn, "add", None, e, [])) from None
+            _warn(foreign_code(conn, targets, True))
             return [str(t) for t in wanted]
 
 

@@ -157,7 +157,8 @@ def test_json_outputs_for_scripts(tmp_path, provider_db, subscriber_db):
     assert "sekrit" not in out
     assert json.loads(out) == [
         {"node_name": "master", "dead": False, "node_location": provider_db.dsn},
-        {"node_name": "slave", "dead": False, "node_location": public.replace("sekrit", "***")},
+        # stored without the password (pg/location.py)
+        {"node_name": "slave", "dead": False, "node_location": subscriber_db.dsn},
     ]
 
     out = ok(str(leaf), "node-info", "--json")

@@ -164,6 +164,13 @@ def _read(path: Path, sections: tuple[str, ...], what: str) -> _Section:
         if parser.has_section(name):
             try:
                 values = dict(parser.items(name))
+            except configparser.InterpolationError as e:
+                # configparser's text shows the value, which may hold a password: name the key
+                raise ConfigError(
+                    f"{path}: [{name}] {e.option}: a '%' in its value starts a reference "
+                    "to another key, written %(key)s (value not shown); write a literal % "
+                    "as %%, or fix the reference"
+                ) from None
             except configparser.Error as e:
                 first = str(e).splitlines()[0]
                 raise ConfigError(f"{path}: [{name}]: {first}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -18,6 +19,8 @@ from londiste_rs.cascade.walk import find_root, reach_members
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, NotInstalledError, UsageError
 from londiste_rs.pg.db import connect, describe, first_line
+from londiste_rs.pg.location import for_storing, report_removed, trusted_location
+from londiste_rs.pg.locking import LockBusy, with_lock_retries
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store.node import KINDS, NodeInfo, get_node_info, require_node
@@ -49,14 +52,16 @@ def _check_new(conn: Conn, cfg: JobConfig, kind: str, name: str) -> bool:
 
 def create_root(cfg: JobConfig, name: str, location: str | None) -> bool:
     """Makes the config's database the root of its queue. Returns False if it already was."""
-    location = location or cfg.public_node_location or cfg.db
+    given = location or cfg.public_node_location or cfg.db
+    location = for_storing(given)
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         if not _check_new(conn, cfg, "root", name):
             return False
         with conn.transaction():
-            install(conn)
+            install(conn, lock_timeout=cfg.lock_timeout)
             store_node.create_node(conn, cfg.queue_name, "root", name, cfg.consumer_name, location)
             store_node.set_completed(conn, cfg.queue_name, None, None)
+    report_removed(given, f"location of node {name}")
     return True
 
 
@@ -68,7 +73,8 @@ def create_subscriber(
     provider = provider or cfg.initial_provider_location
     if not provider:
         raise UsageError(f"create-{kind} needs --provider=CONNSTR (the node to follow)")
-    location = location or cfg.public_node_location or cfg.db
+    given = location or cfg.public_node_location or cfg.db
+    location = for_storing(given)
     queue = cfg.queue_name
     with contextlib.ExitStack() as stack:
         local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))
@@ -88,7 +94,7 @@ def create_subscriber(
             return False
         # The root learns every member (as londiste3's create-branch/-leaf does), so drop-node
         # and takeover find them; its transaction commits last, after the provider's.
-        root_location = None if pinfo.node_type == "root" else find_root(queue, provider)
+        root_location = None if pinfo.node_type == "root" else find_root(cfg, provider)
         if root_location is not None:
             root = stack.enter_context(connect(root_location, autocommit=True, what="root"))
             stack.enter_context(root.transaction())
@@ -100,7 +106,7 @@ def create_subscriber(
             members = store_node.members(prov, queue)
             tick = store_queue.get_tick(prov, queue, tick_id)
             with local.transaction():
-                install(local)
+                install(local, lock_timeout=cfg.lock_timeout)
                 store_node.create_node(local, queue, kind, name, cfg.consumer_name, location,
                                        pinfo.node_name, tick_id)  # fmt: skip
                 for m in members:
@@ -113,6 +119,7 @@ def create_subscriber(
                     # (a new queue has a first tick of its own; only a later one is added)
                     if (store_queue.last_tick_id(local, queue) or 0) < tick_id:
                         store_queue.external_tick(local, queue, tick)
+    report_removed(given, f"location of node {name}")
     log.info("%s node %s follows %s from tick %s", kind, name, pinfo.node_name, tick_id)
     return True
 
@@ -150,7 +157,7 @@ def drop_node(cfg: JobConfig, name: str) -> dict[str, str]:
     with contextlib.ExitStack() as stack:
         local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))
         info = require_node(local, cfg, KINDS, "drop-node")
-        conns, failed = reach_members(queue, local, stack)
+        conns, failed = reach_members(cfg, local, stack)
         if name not in conns and name not in failed:
             raise UsageError(
                 f"unknown node {name} in queue {queue}; 'londiste-rs {cfg.path.name} members' "
@@ -169,9 +176,8 @@ def drop_node(cfg: JobConfig, name: str) -> dict[str, str]:
                 f"node {name} still has subscribers ({', '.join(sorted(subs))}); move them "
                 "with 'change-provider --provider=NODE' or drop them first"
             )
-        if target is not None:
-            with target.transaction():
-                store_node.drop_node(target, queue)
+        if target is not None:  # on a root: drops capture triggers (table locks)
+            _bounded(target, cfg, lambda: store_node.drop_node(target, queue), f"drop-node {name}")
         else:
             log.warning("node %s not reached (%s); removing it from the others", name, failed[name])
         unreached = {m: why for m, why in failed.items() if m != name}
@@ -188,13 +194,59 @@ def drop_node(cfg: JobConfig, name: str) -> dict[str, str]:
         return unreached
 
 
+def _bounded(conn: Conn, cfg: JobConfig, work: Callable[[], object], what: str) -> None:
+    """`work` in its own transaction, lock waits bounded by the ini's lock_timeout (retried
+    a few times, pg/locking.py); one line naming the holders when the locks stay taken."""
+    try:
+        with_lock_retries(conn, cfg.lock_timeout, work, what)
+    except LockBusy as e:
+        raise LondisteError(
+            f"{what}: tables stayed locked by other transactions ({e.tries} tries of "
+            f"lock_timeout {e.timeout:g}s); nothing was changed; end the long transactions "
+            "writing the replicated tables, or raise lock_timeout in the ini, and run it again"
+        ) from None
+
+
+def unregister_consumer(cfg: JobConfig, consumer: str, force: bool) -> str:
+    """Removes `consumer` from this node's queue (root or branch): an orphan at once; the
+    consumer of a live subscriber node only with `force`, together with its subscription
+    (its worker stops with an error). Returns what was done, in one line."""
+    queue = cfg.queue_name
+    with connect(cfg.db, autocommit=True, what="node database") as conn:
+        info = require_node(conn, cfg, ("root", "branch"), "unregister-consumer")
+        found = [c for c in store_node.consumers(conn, queue) if c.name == consumer]
+        if not found:
+            raise UsageError(
+                f"queue {queue} of node {info.node_name} has no consumer {consumer}; 'status' "
+                "lists the consumers of every root and branch"
+            )
+        users = [c.subscriber_node for c in found if c.subscriber_node is not None]
+        live = [c.subscriber_node for c in found if c.subscriber_node and not c.node_dead]
+        if live and not force:
+            raise UsageError(
+                f"consumer {consumer} is how subscriber node {live[0]} follows {info.node_name}; "
+                f"drop or move that node (drop-node {live[0]}, change-provider), or add --force "
+                "to unregister it anyway (its worker then stops with an error)"
+            )
+        with conn.transaction():
+            for node in users:
+                store_node.unregister_subscriber(conn, queue, node)
+            store_queue.unregister_consumer(conn, queue, consumer)
+    if users:
+        return f"consumer {consumer} unregistered (subscriber {', '.join(users)} forgotten)"
+    return f"consumer {consumer} unregistered"
+
+
 def change_provider(cfg: JobConfig, new_provider: str) -> str:
     """Moves the local worker to another provider at its current tick (nothing lost or
     repeated: tick ids are the same on every node of the cascade). Returns the new provider."""
     queue = cfg.queue_name
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         info = require_node(conn, cfg, ("branch", "leaf"), "change-provider")
-        location = new_provider if "=" in new_provider else location_of(conn, queue, new_provider)
+        # a connect string given here is the operator's; a node name's stored location is
+        # used only as far as trusted_location takes it
+        stored = new_provider if "=" in new_provider else location_of(conn, queue, new_provider)
+        location = new_provider if stored is new_provider else trusted_location(stored, cfg)
         was_paused = info.paused
         store_node.set_paused(conn, queue, True)
         try:
@@ -226,13 +278,13 @@ def change_provider(cfg: JobConfig, new_provider: str) -> str:
                         prov, queue, info.node_name, cfg.consumer_name, info.last_tick_id
                     )
                     with conn.transaction():
-                        store_node.register_location(conn, queue, pinfo.node_name, location)
+                        store_node.register_location(conn, queue, pinfo.node_name, stored)
                         store_node.change_provider(conn, queue, pinfo.node_name)
+            report_removed(stored, f"location of node {pinfo.node_name}")
             if info.provider_location:
                 try:
-                    with connect(
-                        info.provider_location, autocommit=True, what="old provider"
-                    ) as old:
+                    old_location = trusted_location(info.provider_location, cfg)
+                    with connect(old_location, autocommit=True, what="old provider") as old:
                         store_node.unregister_subscriber(old, queue, info.node_name)
                 except (LondisteError, psycopg.Error) as e:
                     log.warning("could not unsubscribe from %s: %s", info.provider_node, e)
@@ -272,7 +324,7 @@ def wait_for_tick(cfg: JobConfig, upstream: str, timeout: float | None) -> int:
 
 
 def root_location(cfg: JobConfig) -> str:
-    return find_root(cfg.queue_name, cfg.db)
+    return find_root(cfg, cfg.db)
 
 
 def local_node(cfg: JobConfig, verb: str, kinds: tuple[str, ...] = KINDS) -> NodeInfo:

@@ -1,5 +1,7 @@
 """`status`: every node of the cascade, walked down from the root, with its lag, position,
-errors and table counts. A node that cannot be reached is shown as such; the walk goes on."""
+errors and table counts, and on a root or branch every consumer of its queue (orphans too:
+a consumer no subscriber node uses holds back rotation). A node that cannot be reached is
+shown as such; the walk goes on."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from londiste_rs.cascade.walk import find_root
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, NotInstalledError
 from londiste_rs.pg.db import connect, first_line
+from londiste_rs.pg.location import for_storing, trusted_location
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -35,19 +38,21 @@ class NodeStatus:
     tables_half: int
     unreachable: str | None = None
     tables_failed: int = 0  # of tables_half: their initial copy failed
+    consumers: tuple[store_node.Consumer, ...] = ()  # of its queue (root, branch)
 
 
 def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
     """Every node reachable from the root, depth first, with its depth in the tree."""
     queue = cfg.queue_name
-    root = find_root(queue, cfg.db)
+    root = find_root(cfg, cfg.db)
     out: list[tuple[int, NodeStatus]] = []
     root_tick: int | None = None
 
-    def visit(location: str, name: str, provider: str | None, depth: int) -> None:
+    def visit(where: str, location: str, name: str, provider: str | None, depth: int) -> None:
+        """`where`: the connection string used; `location`: the one shown (no password)."""
         nonlocal root_tick
         try:
-            with connect(location, autocommit=True, what=f"node {name}") as conn:
+            with connect(where, autocommit=True, what=f"node {name}") as conn:
                 info = get_node_info(conn, queue)
                 if info is None:
                     raise NotInstalledError("not a node of this queue")
@@ -56,6 +61,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 lag = store_node.lag_seconds(conn, queue)
                 ok, half, failed = store_tables.state_counts(conn, queue)
                 subs = store_node.subscribers(conn, queue)
+                consumers = tuple(store_node.consumers(conn, queue))
         except (LondisteError, psycopg.Error) as e:
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
                                           False, True, None, 0, 0, first_line(e))))  # fmt: skip
@@ -82,15 +88,23 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     tables_ok=ok,
                     tables_half=half,
                     tables_failed=failed,
+                    consumers=consumers,
                 ),
             )
         )
         for sub_name, sub_location in subs:
             if sub_location is not None:
-                visit(sub_location, sub_name, info.node_name, depth + 1)
+                try:
+                    sub_where = trusted_location(sub_location, cfg)
+                except LondisteError as e:
+                    out.append((depth + 1, NodeStatus(sub_name, "?", sub_location,
+                                info.node_name, None, None, None, False, True, None, 0, 0,
+                                str(e))))  # fmt: skip
+                    continue
+                visit(sub_where, sub_location, sub_name, info.node_name, depth + 1)
 
     with connect(root, autocommit=True, what="root") as conn:
         info = get_node_info(conn, queue)
         assert info is not None
-    visit(root, info.node_name, None, 0)
+    visit(root, for_storing(root), info.node_name, None, 0)
     return out

@@ -1,10 +1,12 @@
 """Node verbs, as londiste3 has them: create-root/-branch/-leaf, worker, members, node-info,
-status, pause, resume, wait-root, wait-provider, change-provider, drop-node."""
+status, pause, resume, wait-root, wait-provider, change-provider, drop-node; and
+unregister-consumer."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,6 +14,9 @@ from londiste_rs import daemon
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.cli.common import ConfigArg, JsonOpt, ProviderOpt, TimeoutOpt, cfg_of, echo_json
 from londiste_rs.pg.db import redact
+
+if TYPE_CHECKING:
+    from londiste_rs.store.node import Consumer
 
 
 def _created(kind: str, name: str, created: bool) -> None:
@@ -136,6 +141,22 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         if s.tables_failed:
             typer.echo(f"{'  ' * depth}    ERR: {s.tables_failed} table copies failed "
                        "(see 'tables'; fix, then resync)")  # fmt: skip
+        for c in s.consumers:
+            typer.echo(f"{'  ' * depth}    {_consumer_line(s.name, c)}")
+
+
+def _consumer_line(node: str, c: Consumer) -> str:
+    lag = "-" if c.lag_seconds is None else f"{c.lag_seconds:.1f}s"
+    pending = "-" if c.pending_events is None else str(c.pending_events)
+    line = f"Consumer {c.name}: lag {lag}, pending events {pending}"
+    if c.subscriber_node is None:
+        return (
+            f"{line}; ORPHAN: no subscriber node reads it, and it holds back the queue's "
+            f"rotation; drop it with 'unregister-consumer {c.name}' (with {node}'s config)"
+        )
+    if c.node_dead:
+        return f"{line} (subscriber {c.subscriber_node}, DEAD)"
+    return f"{line} (subscriber {c.subscriber_node})"
 
 
 def _pause(config: Path, paused: bool) -> None:
@@ -176,11 +197,11 @@ def wait_root(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
 def wait_provider(config: Path = ConfigArg, timeout: float = TimeoutOpt) -> None:
     """Wait until this node has applied its provider's current last tick."""
     from londiste_rs.cascade.node import local_node, wait_for_tick
+    from londiste_rs.tables.common import provider_location
 
     cfg = cfg_of(config)
     info = local_node(cfg, "wait-provider", ("branch", "leaf"))
-    assert info.provider_location is not None
-    tick = wait_for_tick(cfg, info.provider_location, timeout)
+    tick = wait_for_tick(cfg, provider_location(cfg, info), timeout)
     typer.echo(f"caught up with provider {info.provider_node} (tick {tick})")
 
 
@@ -193,6 +214,21 @@ def change_provider(
     from londiste_rs.cascade.node import change_provider as move
 
     typer.echo(f"now following {move(cfg_of(config), provider)}")
+
+
+@app.command("unregister-consumer")
+def unregister_consumer(
+    config: Path = ConfigArg,
+    name: str = typer.Argument(..., help="Consumer name (as 'status' lists it)."),
+    force: bool = typer.Option(
+        False, "--force", help="Also when a live subscriber node reads it (its worker stops)."
+    ),
+) -> None:
+    """Remove a consumer from this node's queue, such as an orphan that holds back rotation;
+    refused for a live subscriber node's consumer unless --force."""
+    from londiste_rs.cascade.node import unregister_consumer as unregister
+
+    typer.echo(unregister(cfg_of(config), name, force))
 
 
 @app.command("drop-node")

@@ -26,7 +26,7 @@ def describe(connstr: str) -> str:
     try:
         params = conninfo_to_dict(connstr)
     except psycopg.ProgrammingError:
-        return redact(connstr)
+        return _INVALID if _holds_password(connstr) else redact(connstr)
     host = params.get("host") or "local socket"
     port = params.get("port") or "5432"
     user = str(params.get("user") or "")
@@ -39,10 +39,11 @@ def connect(
 ) -> psycopg.Connection[Any]:
     """Opens a connection or raises ConnectError with one line saying what failed and where."""
     try:
-        conninfo_to_dict(connstr)
+        params = conninfo_to_dict(connstr)
     except psycopg.ProgrammingError as e:
+        shown = _INVALID if _holds_password(connstr) else f"invalid connection string {connstr!r}"
         raise ConnectError(
-            f"{what}: invalid connection string {redact(connstr)!r}: {first_line(e)}; "
+            f"{what}: {shown}: {_without_fragments(first_line(e), connstr)}; "
             "write it as 'host=... port=... dbname=... user=...'"
         ) from None
     try:
@@ -50,10 +51,35 @@ def connect(
             connstr, autocommit=autocommit, application_name="londiste-rs", **kwargs
         )
     except psycopg.OperationalError as e:
-        raise ConnectError(
-            f"cannot connect to {what} {describe(connstr)}: {redact(first_line(e))}"
-        ) from None
+        why = redact(first_line(e))
+        for key in ("password", "sslpassword"):
+            secret = str(params.get(key) or "")
+            if len(secret) >= 3:  # (a shorter one would mangle every word it is part of)
+                why = why.replace(secret, "***")
+        if "password" in why:  # none supplied, or a wrong one
+            why += f"; {_PASSWORD_HINT}"
+        raise ConnectError(f"cannot connect to {what} {describe(connstr)}: {why}") from None
     return conn
+
+
+_INVALID = "invalid connection string (not shown: it holds a password)"
+_PASSWORD_HINT = (
+    "node locations stored in the databases hold no password: give it in ~/.pgpass (or "
+    "PGPASSFILE), a service file, PGPASSWORD, or the ini (README: Passwords)"
+)
+
+
+def _holds_password(connstr: str) -> bool:
+    return "password" in connstr.lower() or _PASSWORD_URI.search(connstr) is not None
+
+
+def _without_fragments(message: str, connstr: str) -> str:
+    """libpq's complaint about a connection string without the parts of it that it quotes
+    (such as 'missing "=" after "Secret9"'), when the string holds a password: a part of an
+    unquoted password with a space would be shown."""
+    if not _holds_password(connstr):
+        return message
+    return re.sub(r'"([^"]*)"', lambda m: m.group(0) if m.group(1) == "=" else '"***"', message)
 
 
 def first_line(e: BaseException) -> str:

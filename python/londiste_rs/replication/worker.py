@@ -36,6 +36,7 @@ from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
 from londiste_rs.store.node import NodeInfo, require_node
+from londiste_rs.tables.common import provider_location
 from londiste_rs.tables.copy_round import copy_pending, pending_copies, release_copy_snapshots
 from londiste_rs.tables.copy_source import CopyWaits
 from londiste_rs.tables.sequences import sync_sequences
@@ -173,12 +174,7 @@ class Worker:
             return False
         if info.paused:
             return False
-        if not info.provider_location:
-            raise LondisteError(
-                f"provider {info.provider_node} has no known location; "
-                "register it with change-provider"
-            )
-        prov = self._provider(info.provider_location)
+        prov = self._provider(provider_location(self.cfg, info))
         if info.node_type == "branch":
             branch.tick(local, prov, self.queue)
         pending = pending_copies(local, self.queue)

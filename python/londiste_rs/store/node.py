@@ -16,6 +16,7 @@ from psycopg.rows import class_row
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import NotInstalledError, UsageError
 from londiste_rs.pg.db import describe
+from londiste_rs.pg.location import for_storing
 from londiste_rs.store.schema import installed_version
 
 Conn = psycopg.Connection[Any]
@@ -71,7 +72,7 @@ def create_node(
 ) -> None:
     conn.execute(
         "select londiste_rs.create_node(%s, %s, %s, %s, %s, %s, %s)",
-        [queue, kind, name, worker, location, provider, tick_id],
+        [queue, kind, name, worker, for_storing(location), provider, tick_id],
     )
 
 
@@ -87,9 +88,10 @@ def members(conn: Conn, queue: str) -> list[Member]:
 
 
 def register_location(conn: Conn, queue: str, node: str, location: str, dead: bool = False) -> None:
-    """Records (or updates) where a member of the cascade can be reached."""
+    """Records (or updates) where a member of the cascade can be reached; never with a
+    password (pg/location.py: the caller says so to the user when it gave one)."""
     query = "select londiste_rs.register_location(%s, %s, %s, %s)"
-    conn.execute(query, [queue, node, location, dead])
+    conn.execute(query, [queue, node, for_storing(location), dead])
 
 
 def unregister_location(conn: Conn, queue: str, node: str) -> None:
@@ -119,6 +121,35 @@ def subscribers(conn: Conn, queue: str) -> list[tuple[str, str | None]]:
         [queue],
     ).fetchall()
     return [(str(r[0]), None if r[1] is None else str(r[1])) for r in rows]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A consumer of this node's queue (`status`): its lag (seconds since the time of its last
+    tick), the events queued after its last tick, and the subscriber node it reads for (None:
+    an orphan, which no subscriber node uses and which holds back rotation)."""
+
+    name: str
+    lag_seconds: float | None
+    pending_events: int | None
+    last_tick: int | None
+    subscriber_node: str | None
+    node_dead: bool
+
+
+def consumers(conn: Conn, queue: str) -> list[Consumer]:
+    """Every consumer of the queue here (none on a leaf), orphans included."""
+    rows = conn.execute(
+        "select c.consumer_name, extract(epoch from c.lag)::float8, c.pending_events,"
+        " c.last_tick, s.subscriber_node, coalesce(l.dead, false)"
+        " from londiste_rs.get_consumer_info(%s) c"
+        " left join londiste_rs.subscriber_info s on s.queue_name = c.queue_name"
+        " and s.consumer_name = c.consumer_name"
+        " left join londiste_rs.node_location l on l.queue_name = s.queue_name"
+        " and l.node_name = s.subscriber_node order by 1, 5",
+        [queue],
+    ).fetchall()
+    return [Consumer(str(r[0]), r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
 
 def change_provider(conn: Conn, queue: str, provider: str) -> None:

@@ -16,6 +16,7 @@ from psycopg import errors as pgerrors
 from londiste_rs import _native
 from londiste_rs.errors import NotInstalledError
 from londiste_rs.pg.db import first_line
+from londiste_rs.pg.locking import set_lock_timeout
 
 SCHEMA = "londiste_rs"
 VERSION_MARKER = "@PACKAGE_VERSION@"
@@ -60,12 +61,14 @@ def installed_version(conn: psycopg.Connection[Any]) -> str | None:
     return str(version[0]) if version else None
 
 
-def install(conn: psycopg.Connection[Any]) -> str:
+def install(conn: psycopg.Connection[Any], *, lock_timeout: float | None = None) -> str:
     """Installs or upgrades the schema in one transaction; returns the package version now
-    installed. Idempotent. Raises InstallError with a one-line fix on missing privileges."""
+    installed. Idempotent. Raises InstallError with a one-line fix on missing privileges.
+    `lock_timeout`: lock waits in that transaction end after so many seconds."""
     version = package_version()
     try:
         with conn.transaction():
+            set_lock_timeout(conn, lock_timeout)
             _apply(conn, version)
     except pgerrors.InsufficientPrivilege as e:
         raise _privilege_error(conn, e) from None

@@ -10,6 +10,7 @@ import psycopg
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, TableError
 from londiste_rs.pg import names as pgnames
+from londiste_rs.pg.location import trusted_location
 from londiste_rs.pg.names import TableName, name_of
 from londiste_rs.store import tables as store_tables
 from londiste_rs.store.node import NodeInfo, require_node
@@ -33,12 +34,14 @@ def node_for(
     return require_node(conn, cfg, kinds or ("root", *SUBSCRIBERS), verb)
 
 
-def provider_location(info: NodeInfo) -> str:
+def provider_location(cfg: JobConfig, info: NodeInfo) -> str:
+    """The connection string of this node's provider: its stored location, only as far as
+    `trusted_location` takes it, with this machine's credentials."""
     if not info.provider_location:
         raise LondisteError(
             f"provider {info.provider_node} has no known location; register it with change-provider"
         )
-    return info.provider_location
+    return trusted_location(info.provider_location, cfg)
 
 
 def all_user(conn: Conn, kinds: tuple[str, ...]) -> list[TableName]:

@@ -109,7 +109,7 @@ def copy_pending(
     with the snapshot of what it holds, or 'failed' with its error."""
     queue = cfg.queue_name
     waits = waits if waits is not None else CopyWaits()
-    prov_dsn = provider_location(info)
+    prov_dsn = provider_location(cfg, info)
     states = {s.table_name: s for s in store_tables.table_states(local, queue)}
     by_node: dict[str, list[str]] = {}
     for t in tables:

@@ -25,6 +25,7 @@ from londiste_rs.pg.names import TableName
 from londiste_rs.store import tables as store_tables
 from londiste_rs.store.node import NodeInfo, get_node_info
 from londiste_rs.store.tables import MergeState
+from londiste_rs.tables.common import provider_location
 from londiste_rs.tables.initial_copy import SourceNotReady
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def nearest_holders(cfg: JobConfig, info: NodeInfo) -> dict[str, Holder]:
     """For every table replicated by the provider or a node above it (up to the root): the
     nearest such node (`--find-copy-node`)."""
     found: dict[str, Holder] = {}
-    with contextlib.closing(walk_up(cfg.queue_name, info.provider_location)) as chain:
+    with contextlib.closing(walk_up(cfg, provider_location(cfg, info))) as chain:
         for up in chain:
             if up.info is None:
                 break
@@ -88,7 +89,7 @@ def check_copy_node(
         raise UsageError(f"--copy-node={node} is this node; name another node of the cascade")
     if node == info.provider_node:
         return
-    location = member_location(cfg.queue_name, conn, info, node)
+    location = member_location(cfg, conn, info, node)
     if location is None:
         raise UsageError(
             f"unknown node {node} in queue {cfg.queue_name}; "
@@ -181,7 +182,7 @@ def copy_node_job(
     it (it is behind this node: once this node applies further, that copy would miss events)."""
     queue = cfg.queue_name
     since = info.last_tick_id or 0
-    location = member_location(cfg.queue_name, local, info, node)
+    location = member_location(cfg, local, info, node)
     if location is None:
         for t in tables:
             failed[t] = (

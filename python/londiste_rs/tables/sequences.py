@@ -139,7 +139,7 @@ def add_seqs(cfg: JobConfig, names: list[str], all_: bool, create: bool = False)
                 for s in wanted:
                     store_tables.register_seq(conn, queue, str(s))
             return [str(s) for s in wanted]
-        with connect(provider_location(info), autocommit=True, what="provider") as prov:
+        with connect(provider_location(cfg, info), autocommit=True, what="provider") as prov:
             carried = local_seqs(prov, queue)
             where = f"the sequences provider {info.provider_node} replicates (add them there first)"
             wanted = carried if all_ else select_names(names, carried, what="sequence", where=where)
@@ -190,7 +190,7 @@ def seq_states(cfg: JobConfig) -> list[SeqStatus]:
         here = _read_seqs(conn, names)
         there: dict[TableName, int | None] = {}
         if info.node_type != "root" and names:
-            with connect(provider_location(info), autocommit=True, what="provider") as prov:
+            with connect(provider_location(cfg, info), autocommit=True, what="provider") as prov:
                 there = _read_seqs(prov, names)
     return [SeqStatus(str(n), here.get(n), there.get(n)) for n in names]
 
@@ -213,7 +213,7 @@ def sync_seqs(cfg: JobConfig, names: list[str], exact: bool) -> list[SeqSync]:
         )
         if not wanted:
             return []
-        with connect(provider_location(info), autocommit=True, what="provider") as prov:
+        with connect(provider_location(cfg, info), autocommit=True, what="provider") as prov:
             done = sync(prov, conn, wanted, exact=exact)
         _store_seq_values(conn, cfg.queue_name, done)
         return done

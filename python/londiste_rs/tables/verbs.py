@@ -2,12 +2,19 @@
 
 On the root, add-table attaches capture and the table is 'ok' at once; on a branch or leaf a
 table needs its initial copy (unless --expect-sync), which the node's worker runs
-(tables/copy_round.py). Each verb changes its database in one transaction. Table states and
-who moves them: store/tables.py and docs/internals.md.
+(tables/copy_round.py). Each verb changes its database in one transaction, except on the
+root: there add-table and remove-table attach and detach capture one table per transaction,
+each waiting for its table's lock no longer than the ini's lock_timeout (pg/locking.py), so
+application writers never queue behind them for longer, and no lock on a table already done
+is held while the next one waits. add-table warns (pg/trust.py) about tables whose owner,
+another role, would run code as londiste-rs: a subscriber's triggers, rules and row level
+security, a provider's row level security. Table states and who moves them: store/tables.py
+and docs/internals.md.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +26,9 @@ from londiste_rs.errors import LondisteError, TableError, UsageError
 from londiste_rs.pg import ddl
 from londiste_rs.pg import names as pgnames
 from londiste_rs.pg.db import connect
+from londiste_rs.pg.locking import LockBusy, lock_holders, with_lock_retries
 from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, name_of
+from londiste_rs.pg.trust import foreign_code
 from londiste_rs.progress import Progress
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -103,14 +112,17 @@ def add_tables(
                 if all_
                 else pgnames.resolve(conn, names, where=f"root {info.node_name}")
             )
-            added = []
-            with conn.transaction():
-                for t in wanted:
-                    if t in have:
-                        continue
-                    store_queue.capture_attach(conn, queue, pgnames.quoted_name(t))
-                    store_tables.register(conn, queue, str(t), MergeState.OK, None, {})
-                    added.append(str(t))
+            added: list[str] = []
+            for t in wanted:
+                if t in have:
+                    continue
+                attach = functools.partial(_attach, conn, queue, t)
+                try:
+                    with_lock_retries(conn, cfg.lock_timeout, attach, f"add-table {t}")
+                except LockBusy as e:
+                    raise TableError(_still_locked(conn, "add", t, e, added)) from None
+                added.append(str(t))
+            _warn(foreign_code(conn, [pgnames.quoted_name(name_of(t)) for t in added], False))
             return added
         sources = (("--copy-node", copy_node is not None), ("--find-copy-node", find_copy_node),
                    ("--expect-sync", expect_sync))  # fmt: skip
@@ -120,7 +132,7 @@ def add_tables(
                 f"{chosen[0]} and {chosen[1]} contradict each other (where the initial copy "
                 "reads from, or no copy at all); use one of them"
             )
-        with connect(provider_location(info), autocommit=True, what="provider") as prov:
+        with connect(provider_location(cfg, info), autocommit=True, what="provider") as prov:
             carried = local_tables(prov, queue)
             where = f"the tables provider {info.provider_node} replicates"
             upstream: dict[str, Holder] = {}
@@ -163,8 +175,12 @@ def add_tables(
             nodes = {str(t): copy_node for t in wanted}
             if find_copy_node:
                 nodes = {str(t): found_copy_node(info, str(t), upstream) for t in wanted}
-            fkeys: list[ddl.ForeignKey] = []
-            with conn.transaction():
+
+            def register_all() -> list[str]:
+                """The tables registered (and created), in the caller's transaction; returns
+                the local tables the worker will write."""
+                fkeys: list[ddl.ForeignKey] = []
+                targets = []
                 for t in wanted:
                     if dest_table is not None:
                         dest: TableName | None = pgnames.resolve_one(
@@ -191,11 +207,58 @@ def add_tables(
                     store_tables.register(
                         conn, queue, str(t), state, None if dest is None else str(dest), attrs
                     )
+                    targets.append(pgnames.quoted_name(t if dest is None else dest))
                 # after every table: a key may reference a table created after its own
                 ddl.create_foreign_keys(conn, fkeys)
                 if wanted and state is MergeState.NEEDS_COPY:
                     store_tables.notify_copy_needed(conn, queue)
+                return targets
+
+            try:
+                targets = with_lock_retries(conn, cfg.lock_timeout, register_all, "add-table")
+            except LockBusy as e:
+                raise TableError(_still_locked(conn, "add", None, e, [])) from None
+            _warn(foreign_code(conn, targets, True))
             return [str(t) for t in wanted]
+
+
+def _attach(conn: Conn, queue: str, table: TableName) -> None:
+    """Captures one table on the root, in the caller's (short) transaction."""
+    store_queue.capture_attach(conn, queue, pgnames.quoted_name(table))
+    store_tables.register(conn, queue, str(table), MergeState.OK, None, {})
+
+
+def _detach(conn: Conn, queue: str, table: TableName, root: bool) -> None:
+    """Stops replicating one table, in the caller's (short) transaction."""
+    if root and pgnames.exists(conn, table):
+        store_queue.capture_detach(conn, queue, pgnames.quoted_name(table))
+    store_tables.unregister(conn, queue, str(table))
+
+
+def _still_locked(
+    conn: Conn, verb: str, table: TableName | None, e: LockBusy, done: list[str]
+) -> str:
+    """The one line for a table (or, with None, the tables) whose lock could not be had:
+    which table, who holds it, what was done before, and the fix."""
+    holders = lock_holders(conn, pgnames.quoted_name(table)) if table is not None else ""
+    what = f"table {table} is" if table is not None else "tables are"
+    by = f" by {holders}" if holders else " by other transactions"
+    before = ""
+    if done:
+        shown = ", ".join(done[:5]) + (f" and {len(done) - 5} more" if len(done) > 5 else "")
+        before = f"; done before it, and kept: {shown}"
+    verbed = "added" if verb == "add" else "removed"
+    return (
+        f"{verb}-table: {what} locked{by}; gave up after {e.tries} waits of lock_timeout "
+        f"{e.timeout:g}s, so {'it is' if table is not None else 'they are'} not {verbed}"
+        f"{before}; end those transactions (or raise lock_timeout in the ini) and run "
+        f"{verb}-table again"
+    )
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        log.warning("%s", line)
 
 
 def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> list[ddl.ForeignKey]:
@@ -228,12 +291,27 @@ def remove_tables(cfg: JobConfig, names: list[str], all_: bool) -> list[str]:
         wanted = (
             have if all_ else pgnames.select(names, have, where=f"node {info.node_name}'s tables")
         )
-        with conn.transaction():
-            for t in wanted:
-                if info.node_type == "root" and pgnames.exists(conn, t):
-                    store_queue.capture_detach(conn, queue, pgnames.quoted_name(t))
-                store_tables.unregister(conn, queue, str(t))
-        return [str(t) for t in wanted]
+        if info.node_type != "root":  # no capture triggers: one transaction
+            detach_all = functools.partial(_detach_all, conn, queue, wanted)
+            try:
+                with_lock_retries(conn, cfg.lock_timeout, detach_all, "remove-table")
+            except LockBusy as e:
+                raise TableError(_still_locked(conn, "remove", None, e, [])) from None
+            return [str(t) for t in wanted]
+        removed: list[str] = []
+        for t in wanted:
+            detach = functools.partial(_detach, conn, queue, t, True)
+            try:
+                with_lock_retries(conn, cfg.lock_timeout, detach, f"remove-table {t}")
+            except LockBusy as e:
+                raise TableError(_still_locked(conn, "remove", t, e, removed)) from None
+            removed.append(str(t))
+        return removed
+
+
+def _detach_all(conn: Conn, queue: str, tables: list[TableName]) -> None:
+    for t in tables:
+        _detach(conn, queue, t, False)
 
 
 def resync(
@@ -282,7 +360,7 @@ def missing(cfg: JobConfig) -> list[tuple[str, str]]:
             tables = all_user(conn, pgnames.TABLE_KINDS)
             seqs = all_user(conn, SEQUENCE_KINDS)
         else:
-            with connect(provider_location(info), autocommit=True, what="provider") as prov:
+            with connect(provider_location(cfg, info), autocommit=True, what="provider") as prov:
                 tables, seqs = local_tables(prov, queue), local_seqs(prov, queue)
     return [("table", str(t)) for t in tables if t not in have_t] + [
         ("sequence", str(s)) for s in seqs if s not in have_s

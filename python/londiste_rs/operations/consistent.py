@@ -33,6 +33,7 @@ from londiste_rs.pg.names import TableName
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store.node import NodeInfo, get_node_info
+from londiste_rs.tables.common import provider_location
 
 Conn = psycopg.Connection[Any]
 
@@ -123,10 +124,8 @@ def consistent_point(
     cfg: JobConfig, info: NodeInfo, tables: Sequence[TableName], *, pause_node: bool = False
 ) -> Iterator[Frozen]:
     """Freezes this node and its provider on the same tick for `tables` (provider names)."""
-    if not info.provider_location:
-        raise LondisteError(f"provider {info.provider_node} has no known location")
     queue = cfg.queue_name
-    prov_dsn = info.provider_location
+    prov_dsn = provider_location(cfg, info)
     deadline = time.monotonic() + cfg.lock_timeout
     with contextlib.ExitStack() as stack:
         local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))

@@ -4,7 +4,8 @@
 --   and the first tick.
 --   Returns: 1 when created, 0 when the queue already exists.
 create or replace function londiste_rs.create_queue(i_queue text, i_ntables int4 default 3)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     qid int4;
     base text;

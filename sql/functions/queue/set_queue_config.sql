@@ -4,7 +4,8 @@
 --   disable_insert, extra_maint (comma-separated function names, empty for none).
 --   Returns: 1.
 create or replace function londiste_rs.set_queue_config(i_queue text, i_param text, i_value text)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     p text := regexp_replace(lower(coalesce(i_param, '')), '^queue_', '');

@@ -173,6 +173,7 @@ def exercise_queue(conn: psycopg.Connection[Any]) -> None:
     conn.execute("select londiste_rs.maint_retry_events()")
     conn.execute("select * from londiste_rs.get_queue_info()").fetchall()
     conn.execute("select * from londiste_rs.get_consumer_info()").fetchall()
+    conn.execute("select * from londiste_rs.rotation_blockers()").fetchall()
 
 
 def test_public_format_is_never_called(tmp_path, provider_db, subscriber_db, writer):

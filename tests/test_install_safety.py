@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from londiste_rs import schema
+from londiste_rs import queue, schema
 from londiste_rs.errors import LondisteError
 
 OLD_INSTALL_LOCK = 0x4C52_5301  # the advisory lock key installs used to wait for
@@ -144,3 +144,24 @@ def test_a_held_lock_is_waited_for_a_bounded_time(provider_db):
         assert "\n" not in msg
         assert "held by another session for more than 1s" in msg and "run the command again" in msg
         assert schema.install(conn) == schema.package_version()  # free again
+
+
+def test_queue_names_are_limited_in_bytes(provider_db):
+    with provider_db.connect() as conn:
+        schema.install(conn)
+        with pytest.raises(LondisteError) as err:
+            queue.create_queue(conn, "é" * 40)  # 40 letters, 80 bytes
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert "it is 80 bytes long, at most 40 are allowed" in msg and "shorter name" in msg
+        assert conn.execute("select count(*) from londiste_rs.queue").fetchone() == (0,)
+
+        # 40 bytes: both trigger names fit in 63 bytes, distinct and whole
+        name = "é" * 20
+        assert queue.create_queue(conn, name)
+        conn.execute("create table public.t (id int primary key)")
+        queue.capture_attach(conn, name, "public.t")
+        triggers = conn.execute(
+            "select tgname from pg_trigger where tgrelid = 'public.t'::regclass order by 1"
+        ).fetchall()
+        assert triggers == [(f"_londiste_rs_{name}",), (f"_londiste_rs_{name}_truncate",)]

@@ -103,3 +103,33 @@ def test_replayed_truncate_does_not_empty_subscriber_only_tables(
     assert subscriber_db.sql("select * from orders") == [(3, "cap")]
     assert count(subscriber_db, "lines") == 0
     assert count(subscriber_db, "leaf_notes") == 5
+
+
+def test_keyword_constraint_names_are_restored_after_the_copy(tmp_path, provider_db, subscriber_db):
+    """E14: a key and a foreign key named like SQL keywords are dropped for the copy and come
+    back, validated, under the same names."""
+    provider_db.sql(
+        "create table public.orders (id int primary key, item text);"
+        "insert into orders select g, 'item' || g from generate_series(1, 50) g"
+    )
+    subscriber_db.sql(
+        'create table public.orders (id int constraint "order" primary key, item text);'
+        "create table public.leaf_notes (id int primary key, order_id int,"
+        ' constraint "user" foreign key (order_id) references public.orders)'
+    )
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    cli(root, "add-table", "public.orders")
+    cli(leaf, "add-table", "public.orders")
+    cli(leaf, "worker")
+    states = subscriber_db.sql(
+        "select merge_state, dropped_ddl from londiste_rs.table_info where local"
+    )
+    assert states == [("ok", None)]
+    constraints = subscriber_db.sql(
+        "select conname::text, contype::text, convalidated from pg_constraint"
+        " where conrelid in ('public.orders'::regclass, 'public.leaf_notes'::regclass)"
+        " order by 1"
+    )
+    assert constraints == [("leaf_notes_pkey", "p", True), ("order", "p", True),
+                           ("user", "f", True)]  # fmt: skip
+    assert count(subscriber_db, "orders") == 50

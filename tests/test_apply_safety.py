@@ -84,17 +84,21 @@ def test_replayed_truncate_does_not_empty_subscriber_only_tables(
         stderr=subprocess.DEVNULL,
     )
     try:
-        error = wait_for(
-            "the worker to record its error",
-            lambda: subscriber_db.sql("select cur_error from londiste_rs.local_state")[0][0],
+        wait_for(
+            "the worker to apply the batch or record its error",
+            lambda: (
+                count(subscriber_db, "orders") != 2
+                or subscriber_db.sql("select cur_error from londiste_rs.local_state")[0][0]
+            ),
         )
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
-    assert "\n" not in error
+    assert count(subscriber_db, "leaf_notes") == 5
+    error = subscriber_db.sql("select cur_error from londiste_rs.local_state")[0][0]
+    assert error and "\n" not in error
     assert "public.leaf_notes references it (foreign key leaf_notes_order_id_fkey)" in error
     assert "ALTER TABLE public.leaf_notes DROP CONSTRAINT leaf_notes_order_id_fkey" in error
-    assert count(subscriber_db, "leaf_notes") == 5
     assert count(subscriber_db, "orders") == 2  # the batch was not applied
 
     # the fix the error names; the batch then applies, both tables truncated together

@@ -11,9 +11,9 @@
 --   included, is schema-qualified (PL/pgSQL looks up a variable's type through the writer's
 --   search_path, pg_temp first), so it resolves nothing through the writer's search_path, and
 --   PUBLIC may not EXECUTE it (a trigger fires without that right). Its search_path is pinned
---   through that qualification, not by a SET clause: setting a GUC on every call added about
---   1 us per captured row (+17% on the trigger's cost); tests/test_security.py checks that
---   the generated body stays fully qualified.
+--   through that qualification, not by a SET clause: setting a GUC on every call added 1 to
+--   2 us per captured row (+17 to 23% of the trigger's cost, measured interleaved on PG 15);
+--   tests/test_security.py checks that the generated body stays fully qualified.
 --   Returns: the function's name.
 create or replace function londiste_rs._capture_function(i_queue text, i_table regclass,
                                                          i_name text default null)

@@ -138,11 +138,13 @@ def test_several_ticks_are_applied_in_one_transaction(tmp_path, provider_db, sub
 
 def test_user_trigger_on_subscriber_sees_net_change(tmp_path, provider_db, subscriber_db):
     worker = setup_leaf(tmp_path, provider_db, subscriber_db)
+    # the worker applies with search_path pg_catalog, pg_temp: the trigger qualifies its names
     subscriber_db.sql(
         """
         create table audit (op text, id int);
         create function audit_fn() returns trigger language plpgsql as $$
-        begin insert into audit values (tg_op, coalesce(new.id, old.id)); return null; end $$;
+        begin insert into public.audit values (tg_op, coalesce(new.id, old.id)); return null;
+        end $$;
         create trigger audit after insert or update or delete on parent
             for each row execute function audit_fn();
         """

@@ -12,6 +12,19 @@ One loop, one autocommit connection per database. Per database, every
 - `stats_period`: one log line of ticks and maintenance done.
 A database that fails (server restart, dropped schema, bad SQL) logs one line, loses its
 connection and is retried with a backoff; the ticker itself never stops for it.
+
+The ticker runs the schema's functions with its own rights, so before calling anything in a
+database (and again at every check) it makes sure nobody it should not trust can have put code
+there (`ownership.ticker_refusal`): the schema's owner must be the ticker's own role, a superuser,
+or, for a ticker that is not a superuser, the database's owner; no other role may own
+anything in the schema, create objects in it or triggers on its tables. Otherwise the
+database is skipped with a warning naming the fix. A superuser ticker thus ticks only schemas
+of superusers: run it as the schema's owner instead. Maintenance calls only functions of
+schema londiste_rs (`maint_operations()` and `extra_maint` may name others: skipped) and
+vacuums only its tables.
+- every maintenance round also looks for consumers that hold back the rotation of the event
+  tables (`rotation_blockers()`): a warning names each one (at most every BLOCKED_WARN_EVERY
+  seconds), and one whose lag passed the queue's `max_consumer_lag` is unregistered.
 """
 
 from __future__ import annotations
@@ -29,12 +42,14 @@ from londiste_rs import daemon
 from londiste_rs.config import TickerConfig, load_ticker_config
 from londiste_rs.errors import ConfigError, LondisteError
 from londiste_rs.pg.db import connect, first_line, redact
+from londiste_rs.store import ownership
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "londiste_rs"
 BACKOFF_MAX = 30.0  # seconds between reconnect attempts, at most
 MAX_REPEAT = 100  # calls of one maintenance function per round, at most
+BLOCKED_WARN_EVERY = 600.0  # seconds between warnings about one consumer blocking rotation
 
 
 # libpq settings the ticker wants unless base_connstr says otherwise: an unreachable server must
@@ -60,9 +75,21 @@ def check_config(cfg: TickerConfig) -> None:
         ) from None
 
 
-def _qualified(name: str) -> sql.Identifier:
-    """A possibly schema-qualified name from the catalog, quoted part by part."""
-    return sql.Identifier(*name.split("."))
+def _ours(name: str) -> sql.Identifier | None:
+    """`londiste_rs.name` from maint_operations(), quoted part by part; None for a name in any
+    other schema (or none): its owner is not known to be trusted, so it is not called."""
+    parts = name.split(".")
+    if len(parts) != 2 or parts[0] != SCHEMA or not parts[1]:
+        return None
+    return sql.Identifier(*parts)
+
+
+_superuser_warned: set[str] = set()
+
+
+def _literal(text: str) -> str:
+    """A string as an SQL literal, for statements shown to the user."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _repeat(conn: psycopg.Connection[Any], query: sql.Composed, params: Iterable[Any]) -> int:
@@ -88,6 +115,9 @@ class DatabaseTicker:
         self.failures = 0
         self.next_check = self.next_tick = self.next_maint = self.next_retry = 0.0
         self.ticks = self.maint_calls = self.retry_calls = 0
+        self.refusal: str | None = None  # why this database's schema is not used
+        self.skipped: set[str] = set()  # maintenance names not called (warned once each)
+        self.blocked_warned: dict[tuple[str, str], float] = {}  # (queue, consumer) -> when
 
     # -- connection ---------------------------------------------------------------------
     def _connection(self, now: float) -> psycopg.Connection[Any]:
@@ -140,16 +170,37 @@ class DatabaseTicker:
 
     def _check_schema(self, now: float) -> None:
         conn = self._connection(now)
+        self._warn_superuser(conn)
         row = conn.execute(
-            "select to_regprocedure(%s) is not null", [f"{SCHEMA}.ticker()"]
+            "select pg_catalog.to_regprocedure(%s) is not null", [f"{SCHEMA}.ticker()"]
         ).fetchone()
         has = bool(row and row[0])
-        if has != self.has_schema:
+        refusal = ownership.ticker_refusal(conn) if has else None
+        if refusal is not None:
+            if refusal != self.refusal:
+                log.warning("%s: not ticked: %s", self.name, refusal)
+        elif has != self.has_schema or self.refusal is not None:
             log.info("%s: %s", self.name, "ticking" if has else f"no {SCHEMA} schema, skipped")
+        self.refusal = refusal
+        has = has and refusal is None
         self.has_schema = has
         self.next_check = now + self.cfg.check_period
         if not has:
             self.close()  # an idle connection would only get in the way of DROP DATABASE
+
+    def _warn_superuser(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute(
+            "select current_user::pg_catalog.text, rolsuper from pg_catalog.pg_roles"
+            " where rolname operator(pg_catalog.=) current_user"
+        ).fetchone()
+        if row and row[1] and row[0] not in _superuser_warned:
+            _superuser_warned.add(row[0])
+            log.warning(
+                "the ticker connects as superuser %s, which it does not need: it ticks only "
+                "databases whose %s schema belongs to a superuser; run it as the role that "
+                "owns the schema (base_connstr user=...)",
+                row[0], SCHEMA,
+            )  # fmt: skip
 
     def _maintenance(self, conn: psycopg.Connection[Any]) -> None:
         ops = conn.execute(
@@ -158,17 +209,86 @@ class DatabaseTicker:
         for op in ops:
             func, arg = str(op[0]), (op[1] if len(op) > 1 else None)
             if func.lower() == "vacuum":
-                if arg:
-                    conn.execute(sql.SQL("vacuum {}").format(_qualified(str(arg))))
+                table = _ours(str(arg)) if arg else None
+                if table is not None:
+                    conn.execute(sql.SQL("vacuum {}").format(table))
                     self.maint_calls += 1
+                elif arg:
+                    self._skip(f"vacuum of {arg}")
+                continue
+            name = _ours(func)
+            if name is None:
+                self._skip(f"maintenance function {func}")
                 continue
             if arg is None:
-                query = sql.SQL("select {}()").format(_qualified(func))
+                query = sql.SQL("select {}()").format(name)
                 self.maint_calls += _repeat(conn, query, ())
             else:
-                query = sql.SQL("select {}(%s)").format(_qualified(func))
+                query = sql.SQL("select {}(%s::pg_catalog.text)").format(name)
                 self.maint_calls += _repeat(conn, query, [arg])
             log.debug("%s: maintenance %s(%s)", self.name, func, arg or "")
+        self._rotation_blockers(conn)
+
+    def _skip(self, what: str) -> None:
+        if what not in self.skipped:
+            self.skipped.add(what)
+            log.warning(
+                "%s: %s skipped: the ticker calls only functions and vacuums only tables of "
+                "schema %s; move it there (extra_maint)",
+                self.name, what, SCHEMA,
+            )  # fmt: skip
+
+    def _rotation_blockers(self, conn: psycopg.Connection[Any]) -> None:
+        """Warns about consumers that hold back rotation (the event tables grow meanwhile);
+        unregisters those whose lag passed their queue's max_consumer_lag."""
+        row = conn.execute(
+            "select pg_catalog.to_regprocedure(%s) is not null",
+            [f"{SCHEMA}.rotation_blockers(text)"],
+        ).fetchone()
+        if not (row and row[0]):
+            return  # a schema installed by an older version
+        rows = conn.execute(
+            sql.SQL(
+                "select queue_name, consumer_name, lag, pending_events, behind_switch,"
+                " max_consumer_lag from {}.rotation_blockers()"
+            ).format(sql.Identifier(SCHEMA))
+        ).fetchall()
+        now = time.monotonic()
+        for queue, consumer, lag, pending, behind, max_lag in rows:
+            if behind and max_lag is not None and lag is not None and lag > max_lag:
+                conn.execute(
+                    sql.SQL("select {}.unregister_consumer(%s, %s)").format(sql.Identifier(SCHEMA)),
+                    [queue, consumer],
+                )
+                log.warning(
+                    "%s: queue %s: consumer %s unregistered: it held back the rotation of the "
+                    "event tables with a lag of %s, above max_consumer_lag %s (%d events it "
+                    "had not read are dropped; register it again, or resync its node)",
+                    self.name, queue, consumer, lag, max_lag, pending or 0,
+                )  # fmt: skip
+                self.blocked_warned.pop((queue, consumer), None)
+                continue
+            last = self.blocked_warned.get((queue, consumer))
+            if last is not None and now - last < BLOCKED_WARN_EVERY:
+                continue
+            self.blocked_warned[(queue, consumer)] = now
+            if behind:
+                log.warning(
+                    "%s: queue %s: consumer %s holds back the rotation of the event tables "
+                    "(lag %s, %d events pending), so they grow; start its worker, or "
+                    "unregister it (select londiste_rs.unregister_consumer(%s, %s)), or set "
+                    "max_consumer_lag (select londiste_rs.set_queue_config(%s, "
+                    "'max_consumer_lag', '1 day'))",
+                    self.name, queue, consumer, lag, pending or 0,
+                    _literal(queue), _literal(consumer), _literal(queue),
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "%s: queue %s: rotation of the event tables waits for a transaction "
+                    "that was open at consumer %s's last tick, older than the last switch; "
+                    "end it (see pg_stat_activity.xact_start)",
+                    self.name, queue, consumer,
+                )  # fmt: skip
 
     def _failed(self, now: float, e: BaseException) -> None:
         self.failures += 1

@@ -1,8 +1,15 @@
 """Connections: one place that opens them, maps failures to one-line errors and keeps passwords
-out of every message."""
+out of every message.
+
+Every session runs with `search_path = pg_catalog, pg_temp` (SAFE_SEARCH_PATH): nothing we run
+resolves a name through a schema another role can write (a `public.format(text, text)` would
+beat pg_catalog's). Our SQL names user tables schema-qualified. Like PostgreSQL's own logical
+replication workers, the worker applies changes with this search_path: subscriber triggers
+that fire then must qualify their names or set their own search_path."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -13,6 +20,8 @@ from londiste_rs.errors import ConnectError
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+
+SAFE_SEARCH_PATH = "pg_catalog,pg_temp"
 
 
 def redact(text: str) -> str:
@@ -46,6 +55,10 @@ def connect(
             f"{what}: {shown}: {_without_fragments(first_line(e), connstr)}; "
             "write it as 'host=... port=... dbname=... user=...'"
         ) from None
+    # ours last: a later -c wins over the connection string's (or PGOPTIONS') and the caller's
+    given = params.get("options") or os.environ.get("PGOPTIONS")
+    options = " ".join(str(o) for o in (given, kwargs.pop("options", None)) if o)
+    kwargs["options"] = f"{options} -c search_path={SAFE_SEARCH_PATH}".strip()
     try:
         conn = psycopg.connect(
             connstr, autocommit=autocommit, application_name="londiste-rs", **kwargs

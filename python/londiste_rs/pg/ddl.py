@@ -27,7 +27,6 @@ from londiste_rs.pg.names import (
     resolve_one,
 )
 from londiste_rs.pg.names import empty_search_path as _empty_search_path
-from londiste_rs.pg.names import quote_part as _quote
 from londiste_rs.pg.names import regclass as _regclass
 
 log = logging.getLogger(__name__)
@@ -379,16 +378,16 @@ def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list
     with conn.transaction():
         _empty_search_path(conn)
         rows = conn.execute(sql.SQL(_FKEYS).format(t=_regclass(table))).fetchall()
+        # names quoted as the server does (a constraint named "user" must stay quoted)
         items = [
-            Deferred("fkey", name, rel, f"ALTER TABLE {rel} ADD CONSTRAINT {_quote(name)} {d}", ref)
+            Deferred("fkey", name, rel, _add_constraint(conn, sql.SQL(rel), name, d), ref)
             for name, rel, d, ref in rows
         ]
         if keys:
             items += [
-                Deferred("key", name, str(table),
-                         f"ALTER TABLE {table} ADD CONSTRAINT {_quote(name)} {d}")
+                Deferred("key", name, str(table), _add_constraint(conn, table.ident, name, d))
                 for name, d in _constraints(conn, table, "pux")
-            ]  # fmt: skip
+            ]
         items += [Deferred("index", n, str(table), d) for n, d in _plain_indexes(conn, table)]
         for item in items:  # in this order: foreign keys need the keys they reference
             if item.kind == "index":
@@ -402,6 +401,12 @@ def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list
     if items:
         log.info("%s: dropped %d indexes/constraints for the load", table, len(items))
     return items
+
+
+def _add_constraint(conn: Conn, table: sql.Composable, name: str, definition: str) -> str:
+    """`ALTER TABLE table ADD CONSTRAINT name definition` as text, every name quoted."""
+    stmt = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(table, sql.Identifier(name))
+    return stmt.as_string(conn) + definition
 
 
 # keys first: indexes and foreign keys may need them
@@ -437,7 +442,8 @@ def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:
                 log.warning(
                     "foreign key %s on %s restored NOT VALID: %s; validate it later with "
                     "ALTER TABLE %s VALIDATE CONSTRAINT %s",
-                    item.name, item.table, first_line(e), item.table, _quote(item.name),
+                    item.name, item.table, first_line(e), item.table,
+                    sql.Identifier(item.name).as_string(conn),
                 )  # fmt: skip
     if failed:
         raise TableError(f"could not restore {len(failed)} object(s), run by hand: {failed[0]}")

@@ -15,6 +15,12 @@ per key (one INSERT or UPDATE of the final row, or one DELETE), not every interm
 In exact order an ON CONFLICT upsert fires BEFORE INSERT triggers for every row and UPDATE
 triggers for rows that existed. When a trigger raises, the batch is not applied and the worker
 retries it.
+
+A replayed TRUNCATE is `TRUNCATE ONLY` (as londiste3's): inheritance children are left alone,
+and nothing cascades. Truncates that reach us back to back (the tables of one provider
+`TRUNCATE a, b`) are one statement, so foreign keys between them hold. A table of the subscriber
+that references a truncated one and is not truncated with it (a subscriber-only table) stops the
+batch with an error naming it, instead of being emptied.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from londiste_rs._native import BatchDecoder, Step, StepKind
 from londiste_rs.errors import TableError
 from londiste_rs.pg import libpq
 from londiste_rs.pg.catalog import FIRST_USER_OID, TableLayout, parents_first, type_map
-from londiste_rs.pg.names import name_of
+from londiste_rs.pg.names import name_of, quoted_name
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +280,8 @@ def _apply_step(
     kind, payload, rows, encoding = step.kind, step.payload, step.rows, step.encoding
     p = by_name[step.table]
     stats.steps += 1
-    if kind == StepKind.TRUNCATE:
-        conn.execute(sql.SQL("truncate {} cascade").format(p.target))
-        stats.truncates += 1
+    if kind == StepKind.TRUNCATE:  # (_apply_stream truncates; kept for a caller passing them here)
+        _truncate(conn, [p], stats)
         return
     if encoding:
         # text in this payload is in the writer's client encoding; COPY converts from it
@@ -313,6 +318,52 @@ def _apply_step(
     stats.upserts += rows
 
 
+# Foreign keys from tables outside `names` (and their partitions) to tables inside.
+_REFERENCING = """
+with target as (
+    select u.name::regclass::oid as oid from unnest(%(names)s::text[]) u(name)
+), tree as (
+    select oid from target
+    union select p.relid from target, pg_partition_tree(target.oid) p
+)
+select k.conrelid::regclass::text, quote_ident(k.conname), k.confrelid::regclass::text
+  from pg_constraint k
+ where k.contype = 'f' and k.conparentid = 0
+   and k.confrelid in (select oid from tree) and k.conrelid not in (select oid from tree)
+ order by 1, 2
+"""
+
+
+def _truncate(conn: psycopg.Connection[Any], plans: list[TablePlan], stats: ApplyStats) -> None:
+    """One `TRUNCATE ONLY a, ONLY b` of these tables (a partitioned one with its partitions).
+    A table outside them that references one of them is not emptied: TableError naming it."""
+    names = [quoted_name(name_of(p.dest)) for p in plans]
+    refs = conn.execute(_REFERENCING, {"names": names}).fetchall()
+    if refs:
+        table, constraint, target = refs[0]
+        raise TableError(
+            f"cannot replay the provider's TRUNCATE of {target}: {table} references it "
+            f"(foreign key {constraint}) and is not truncated with it, and TRUNCATE CASCADE "
+            f"would empty it here; drop that key on the subscriber (ALTER TABLE {table} DROP "
+            f"CONSTRAINT {constraint}) or replicate {table} too, and the worker goes on"
+        )
+    kinds = conn.execute(
+        "select relkind::text from unnest(%s::text[]) with ordinality u(name, i)"
+        " join pg_class c on c.oid = u.name::regclass order by u.i",
+        [names],
+    ).fetchall()
+    conn.execute(
+        sql.SQL("truncate {}").format(
+            sql.SQL(", ").join(
+                # ONLY a partitioned table is refused: its partitions are its rows
+                p.target if kind[0] == "p" else sql.SQL("only {}").format(p.target)
+                for p, kind in zip(plans, kinds, strict=True)
+            )
+        )
+    )
+    stats.truncates += len(plans)
+
+
 def read_copy(conn: psycopg.Connection[Any], query: sql.Composed) -> Iterator[bytes]:
     """The data of `COPY (...) TO STDOUT (FORMAT binary)` in chunks of about FEED_BYTES, read
     ahead in Rust (no Python per row) while the previous chunks are applied."""
@@ -330,11 +381,24 @@ def _apply_stream(
 ) -> None:
     by_name = {p.name: p for p in plans}
     dec = make_decoder(plans, chunk_bytes, exact_order, types)
+    truncates: list[TablePlan] = []  # back-to-back truncate steps, not run yet
 
-    def apply_drained() -> None:
+    def apply_drained(last: bool = False) -> None:
         t = time.monotonic()
         for step in dec.drain():
+            if step.kind == StepKind.TRUNCATE:
+                plan = by_name[step.table]
+                if all(p is not plan for p in truncates):
+                    truncates.append(plan)
+                stats.steps += 1
+                continue
+            if truncates:
+                _truncate(conn, truncates, stats)
+                truncates.clear()
             _apply_step(conn, by_name, step, stats)
+        if last and truncates:
+            _truncate(conn, truncates, stats)
+            truncates.clear()
         stats.write_seconds += time.monotonic() - t
 
     try:
@@ -353,7 +417,7 @@ def _apply_stream(
         if close is not None:
             close()
     dec.finish()
-    apply_drained()
+    apply_drained(last=True)
     stats.decoder = dec.stats()
     stats.other_events = dec.other_events()
 

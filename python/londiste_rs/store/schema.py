@@ -3,11 +3,21 @@ transaction, from the SQL files embedded in the wheel (`_native.sql_files()`).
 
 Migrations (`migrations/NNNN_name.sql`) are applied once each, in order, and recorded in
 `londiste_rs.schema_version`; functions (`functions/<area>/<name>.sql`, all CREATE OR REPLACE)
-are re-applied on every install, sorted by path. Needs only CREATE on the database.
+are re-applied on every install, sorted by path; then every capture trigger function is
+generated again (`capture_refresh()`), so an upgrade brings them up to date too. Needs only
+CREATE on the database.
+
+Safety (review findings 11, 12): a `londiste_rs` schema that someone else made, or that holds
+objects or rights of another role, is refused before anything is written (`ownership.foreign`).
+Installers are serialised by a lock on `londiste_rs.schema_version`, which only the schema's
+owner (or a superuser) can take, not by an advisory lock any connected role could hold; a
+first install races on CREATE SCHEMA itself and the loser starts over. Every lock is waited
+for at most `lock_timeout` seconds, then the install fails with one line.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -16,12 +26,16 @@ from psycopg import errors as pgerrors
 from londiste_rs import _native
 from londiste_rs.errors import NotInstalledError
 from londiste_rs.pg.db import first_line
-from londiste_rs.pg.locking import set_lock_timeout
+from londiste_rs.store import ownership
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "londiste_rs"
 VERSION_MARKER = "@PACKAGE_VERSION@"
-# Serialises concurrent installers in one database (an arbitrary fixed advisory lock key).
-_INSTALL_LOCK = 0x4C52_5301
+# Seconds an install waits for any lock (another install, a long transaction on our tables).
+LOCK_TIMEOUT = 10.0
+# Installs that find the schema made by a concurrent install meanwhile start over, this often.
+_ATTEMPTS = 3
 
 
 class InstallError(NotInstalledError):
@@ -63,27 +77,50 @@ def installed_version(conn: psycopg.Connection[Any]) -> str | None:
 
 def install(conn: psycopg.Connection[Any], *, lock_timeout: float | None = None) -> str:
     """Installs or upgrades the schema in one transaction; returns the package version now
-    installed. Idempotent. Raises InstallError with a one-line fix on missing privileges.
-    `lock_timeout`: lock waits in that transaction end after so many seconds."""
+    installed. Idempotent. Raises InstallError with a one-line fix on missing privileges, a
+    schema of another role, or a lock held longer than `lock_timeout` seconds (default
+    LOCK_TIMEOUT; the job's ini gives its own)."""
     version = package_version()
-    try:
-        with conn.transaction():
-            set_lock_timeout(conn, lock_timeout)
-            _apply(conn, version)
-    except pgerrors.InsufficientPrivilege as e:
-        raise _privilege_error(conn, e) from None
-    return version
+    lock_timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                _apply(conn, version, lock_timeout)
+            return version
+        except (pgerrors.UniqueViolation, pgerrors.DuplicateSchema, pgerrors.DuplicateTable):
+            # a concurrent install created the schema or its first table first: start over
+            if attempt == _ATTEMPTS:
+                raise
+        except pgerrors.LockNotAvailable as e:
+            raise _lock_error(conn, lock_timeout, e) from None
+        except pgerrors.InsufficientPrivilege as e:
+            raise _privilege_error(conn, e) from None
+    raise AssertionError("unreachable")
 
 
-def _apply(conn: psycopg.Connection[Any], version: str) -> None:
-    conn.execute("select pg_advisory_xact_lock(%s)", [_INSTALL_LOCK])
-    conn.execute(f"create schema if not exists {SCHEMA}")
+def _apply(conn: psycopg.Connection[Any], version: str, lock_timeout: float) -> None:
+    # Our own statements resolve nothing through a writable schema or this session's pg_temp.
+    conn.execute("select pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
+    conn.execute(
+        "select pg_catalog.set_config('lock_timeout', %s, true)",
+        [f"{max(1, round(lock_timeout * 1000))}ms"],
+    )
+    _refuse_foreign_schema(conn)
+    exists = conn.execute(
+        "select 1 from pg_catalog.pg_namespace where nspname = %s", [SCHEMA]
+    ).fetchone()
+    if not exists:
+        # no IF NOT EXISTS: of two first installs, the second waits for the first and fails
+        # (then starts over and finds the schema)
+        conn.execute(f"create schema {SCHEMA}")
     conn.execute(
         f"create table if not exists {SCHEMA}.schema_version ("
-        " migration text primary key,"
-        " applied_at timestamptz not null default now(),"
-        " package_version text not null)"
+        " migration pg_catalog.text primary key,"
+        " applied_at pg_catalog.timestamptz not null default pg_catalog.now(),"
+        " package_version pg_catalog.text not null)"
     )
+    # Serialises installers; only the table's owner (or a superuser) may take this lock.
+    conn.execute(f"lock table {SCHEMA}.schema_version in share row exclusive mode")
     applied = {r[0] for r in conn.execute(f"select migration from {SCHEMA}.schema_version")}
     for name, text in migrations():
         if name in applied:
@@ -106,6 +143,49 @@ def _apply(conn: psycopg.Connection[Any], version: str) -> None:
         except psycopg.Error as e:
             e.add_note(f"while applying sql/{path}")
             raise
+    conn.execute("set local check_function_bodies = on")
+    # Trigger functions generated by an older version are generated again by this one.
+    for fn, table, regenerated, problem in conn.execute(
+        f"select * from {SCHEMA}.capture_refresh()"
+    ).fetchall():
+        if not regenerated:
+            log.warning(
+                "capture function %s.%s of table %s was not generated again (%s); it keeps "
+                "its old body, now with its search_path pinned",
+                SCHEMA, fn, table, problem,
+            )  # fmt: skip
+
+
+def _refuse_foreign_schema(conn: psycopg.Connection[Any]) -> None:
+    """Refuses, before anything is written, a schema of another role or one another role could
+    have put code in (it would run as whoever uses the schema, the installer first)."""
+    who = ownership.owners(conn)
+    if who.owner is None:
+        return
+    dbname = conn.info.dbname
+    if who.owner != who.me:
+        raise InstallError(
+            f"cannot install londiste-rs in database {dbname}: schema {SCHEMA} belongs to "
+            f"{who.owner}, not {who.me}; install as {who.owner}, or, if {who.owner} did not "
+            f"make it for londiste-rs, as a superuser look inside and run: ALTER SCHEMA "
+            f"{SCHEMA} OWNER TO {_ident(who.me)} (or DROP SCHEMA {SCHEMA} CASCADE)"
+        )
+    problems = ownership.foreign(conn)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InstallError(
+            f"cannot install londiste-rs in database {dbname}: {problems[0]}{more}, so that "
+            f"role could run code as whoever uses the schema; {problems[0].fix}"
+        )
+
+
+def _lock_error(conn: psycopg.Connection[Any], timeout: float, e: psycopg.Error) -> InstallError:
+    return InstallError(
+        f"cannot install londiste-rs in database {conn.info.dbname}: a lock it needs was held "
+        f"by another session for more than {timeout:g}s ({first_line(e)}); let that session "
+        f"(another install, a long transaction on {SCHEMA} tables) finish and run the "
+        "command again"
+    )
 
 
 def _privilege_error(conn: psycopg.Connection[Any], e: psycopg.Error) -> InstallError:

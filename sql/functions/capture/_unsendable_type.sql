@@ -3,7 +3,8 @@
 --   element, a composite's fields, a range's subtype) that has no binary send function, or
 --   NULL when record_send can send every value of i_type.
 create or replace function londiste_rs._unsendable_type(i_type oid)
-returns text language plpgsql stable as $$
+returns text language plpgsql stable
+set search_path = pg_catalog, pg_temp as $$
 declare
     t pg_type;
     inner_type oid;

@@ -1,126 +1,24 @@
 -- londiste_rs.capture_attach(i_queue text, i_table regclass)
 --   Starts capturing i_table's changes into i_queue (internals §3): generates the trigger
---   function londiste_rs._capture_<queue id>_<table oid> with the key columns and the event
---   tables written out (static SQL, cached plans, no per-row catalog lookups) and attaches it
---   as AFTER ROW INSERT/UPDATE/DELETE trigger _londiste_rs_<queue> and AFTER TRUNCATE
---   statement trigger _londiste_rs_<queue>_truncate (both replaced if present).
---   Refuses tables without a primary key, partitioned tables and columns whose type has no
---   binary send function (the trigger would fail the application's writes).
---   The function is SECURITY DEFINER (roles that may write the table need no rights on the
---   queue), so every name and operator in it is schema-qualified.
+--   function londiste_rs._capture_<queue id>_<table oid> (_capture_function, which refuses
+--   tables that cannot be captured) and attaches it as AFTER ROW INSERT/UPDATE/DELETE trigger
+--   _londiste_rs_<queue> and AFTER TRUNCATE statement trigger _londiste_rs_<queue>_truncate
+--   (both replaced if present).
 --   Returns: 1.
 create or replace function londiste_rs.capture_attach(i_queue text, i_table regclass)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
-    q londiste_rs.queue := londiste_rs._queue(i_queue);
-    rel record;
-    keys text[];
-    col record;
-    bad text;
-    fn text := format('_capture_%s_%s', q.queue_id, i_table::oid);
-    global_name text;
-    db_encoding text := pg_encoding_to_char((select encoding from pg_database
-                                              where datname = current_database()));
-    old_key text;
-    new_key text;
-    inserts text := '';
-    payload text;
-    n int4;
+    fn text;
     trg text := '_londiste_rs_' || i_queue;
 begin
-    select c.relkind, n.nspname, c.relname into rel
-      from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = i_table;
-    global_name := quote_ident(rel.nspname) || '.' || quote_ident(rel.relname);
-    if rel.relkind = 'p' then
-        raise exception 'cannot capture %: it is a partitioned table; add its partitions instead',
-            global_name using errcode = 'feature_not_supported';
-    elsif rel.relkind <> 'r' then
-        raise exception 'cannot capture %: it is not a table', global_name
-            using errcode = 'feature_not_supported';
+    -- trigger names are cut at 63 bytes: the two would collide (queues made before
+    -- create_queue counted bytes may have longer names)
+    if octet_length(trg || '_truncate') > 63 then
+        raise exception 'cannot capture into queue %: its name is % bytes long, trigger names allow 41; use a queue with a shorter name',
+            quote_literal(i_queue), octet_length(i_queue) using errcode = 'invalid_name';
     end if;
-    select array_agg(format('%I', a.attname) order by k.ord) into keys
-      from pg_index i
-      cross join unnest(i.indkey) with ordinality k(attnum, ord)
-      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-     where i.indrelid = i_table and i.indisprimary;
-    if keys is null then
-        raise exception 'cannot capture %: it has no primary key; add one (ALTER TABLE % ADD PRIMARY KEY (...)) and add the table again',
-            global_name, global_name using errcode = 'invalid_table_definition';
-    end if;
-    for col in select attname, atttypid from pg_attribute
-                where attrelid = i_table and attnum > 0 and not attisdropped order by attnum loop
-        bad := londiste_rs._unsendable_type(col.atttypid);
-        if bad is not null then
-            raise exception 'cannot capture %: column % has type %, which has no binary send function; change the column''s type or leave the table out',
-                global_name, quote_ident(col.attname), bad using errcode = 'feature_not_supported';
-        end if;
-    end loop;
-    old_key := 'pg_catalog.record_send(ROW(OLD.' || array_to_string(keys, ', OLD.') || '))';
-    new_key := 'pg_catalog.record_send(ROW(NEW.' || array_to_string(keys, ', NEW.') || '))';
-    for n in 0 .. q.queue_ntables - 1 loop
-        inserts := inserts || format(
-            E'    %s cur OPERATOR(pg_catalog.=) %s then\n'
-            || E'        insert into londiste_rs.%I (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra4)\n'
-            || E'        values (typ, dat, %L, oldkey, enc);\n',
-            case when n = 0 then 'if' else 'elsif' end, n, 'event_' || q.queue_id || '_' || n,
-            global_name);
-    end loop;
-    -- The payload for the operation; repeated below for writers whose client encoding cannot
-    -- hold some text of the row (record_send converts text to the client encoding).
-    payload := format($p$
-        if TG_OP OPERATOR(pg_catalog.=) 'INSERT' then
-            typ := 'I';
-            dat := pg_catalog.record_send(NEW);
-        elsif TG_OP OPERATOR(pg_catalog.=) 'UPDATE' then
-            typ := 'U';
-            dat := pg_catalog.record_send(NEW);
-            oldkey := %s;
-            if oldkey OPERATOR(pg_catalog.=) %s then
-                oldkey := null;
-            end if;
-        elsif TG_OP OPERATOR(pg_catalog.=) 'DELETE' then
-            typ := 'D';
-            dat := %s;
-        else
-            typ := 'R';
-        end if;$p$, old_key, new_key, old_key);
-    execute format($f$
-create or replace function londiste_rs.%I() returns trigger
-language plpgsql security definer as $body$
--- generated by londiste_rs.capture_attach(%L, %L)
-declare
-    typ text;
-    dat bytea;
-    oldkey bytea;
-    enc text := pg_catalog.current_setting('client_encoding');
-    cur int8;
-begin
-    if enc OPERATOR(pg_catalog.=) %L then
-        enc := null;
-%s
-    else
-        begin
-%s
-        exception when untranslatable_character then
-            -- Send this row in the database encoding instead, and say so (ev_extra4 NULL).
-            perform pg_catalog.set_config('client_encoding', %L, true);
-%s
-            perform pg_catalog.set_config('client_encoding', enc, true);
-            enc := null;
-        end;
-        if typ OPERATOR(pg_catalog.=) 'R' then
-            enc := null;
-        end if;
-    end if;
-    cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
-%s    else
-        raise exception 'queue %% does not accept events now (inserts disabled)', %L
-            using errcode = 'object_not_in_prerequisite_state';
-    end if;
-    return null;
-end $body$;
-$f$, fn, i_queue, global_name, db_encoding, payload, payload, db_encoding, payload,
-        format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid, inserts, i_queue);
+    fn := londiste_rs._capture_function(i_queue, i_table);
     execute format('drop trigger if exists %I on %s', trg, i_table);
     execute format('drop trigger if exists %I on %s', trg || '_truncate', i_table);
     execute format('create trigger %I after insert or update or delete on %s for each row execute function londiste_rs.%I()',

@@ -2,7 +2,8 @@
 --   Stops capturing i_table into i_queue: drops its two triggers and its trigger function.
 --   Returns: 1 when the table was captured, 0 otherwise.
 create or replace function londiste_rs.capture_detach(i_queue text, i_table regclass)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
     fn text := format('_capture_%s_%s', q.queue_id, i_table::oid);

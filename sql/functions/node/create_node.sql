@@ -5,7 +5,8 @@
 create or replace function londiste_rs.create_node(
     i_queue text, i_node_type text, i_node_name text, i_worker_name text, i_location text,
     i_provider_node text default null, i_last_tick int8 default null)
-returns void language plpgsql as $$
+returns void language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 begin
     if exists (select 1 from londiste_rs.node_info where queue_name = i_queue) then
         raise exception 'this database already is a node of queue %', i_queue

@@ -2,7 +2,8 @@
 -- subscribers, table registry and (root, branch) the queue itself. Capture triggers are
 -- removed by the caller first. Returns the node type that was dropped, NULL if none.
 create or replace function londiste_rs.drop_node(i_queue text)
-returns text language plpgsql as $$
+returns text language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     v_type text;
 begin

@@ -6,7 +6,8 @@ returns table (
     provider_node text, provider_location text, last_tick_id int8, last_tick_time timestamptz,
     last_apply_time timestamptz, paused boolean, uptodate boolean, cur_error text,
     error_time timestamptz)
-language sql stable as $$
+language sql stable
+set search_path = pg_catalog, pg_temp as $$
     select n.node_type, n.node_name, n.worker_name, me.node_location,
            s.provider_node, p.node_location, s.last_tick_id, s.last_tick_time,
            s.last_apply_time, s.paused, s.uptodate, s.cur_error, s.error_time

@@ -2,7 +2,8 @@
 -- cascade can be reached. Returns nothing.
 create or replace function londiste_rs.register_location(
     i_queue text, i_node text, i_location text, i_dead boolean default false)
-returns void language sql as $$
+returns void language sql
+set search_path = pg_catalog, pg_temp as $$
     insert into londiste_rs.node_location (queue_name, node_name, node_location, dead)
     values (i_queue, i_node, i_location, i_dead)
     on conflict (queue_name, node_name)

@@ -4,7 +4,8 @@
 -- nothing: it returns the consumer's current position.
 create or replace function londiste_rs.register_subscriber(
     i_queue text, i_subscriber_node text, i_consumer text, i_tick_id int8 default null)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     v_tick int8;
 begin

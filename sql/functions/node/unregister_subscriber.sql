@@ -1,7 +1,8 @@
 -- unregister_subscriber(queue, subscriber_node): on a provider, forgets a subscriber and
 -- unregisters its consumer. Returns true when it was subscribed.
 create or replace function londiste_rs.unregister_subscriber(i_queue text, i_subscriber_node text)
-returns boolean language plpgsql as $$
+returns boolean language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     v_consumer text;
 begin

@@ -4,7 +4,8 @@
 create or replace function londiste_rs._batch(
     i_batch_id int8, out queue_id int4, out sub_id int4,
     out prev londiste_rs.tick, out cur londiste_rs.tick)
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp as $$
 declare
     prev_id int8;
     cur_id int8;

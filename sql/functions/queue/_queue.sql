@@ -2,7 +2,8 @@
 --   Returns: the queue's row; with i_lock, locked FOR UPDATE until the transaction ends.
 --   Raises undefined_object naming the queue when it does not exist.
 create or replace function londiste_rs._queue(i_queue text, i_lock boolean default false)
-returns londiste_rs.queue language plpgsql as $$
+returns londiste_rs.queue language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue;
 begin

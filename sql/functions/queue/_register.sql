@@ -4,7 +4,8 @@
 --   Returns: 1 when registered, 0 when it already was.
 create or replace function londiste_rs._register(
     q londiste_rs.queue, i_consumer text, i_tick_id int8, i_move boolean)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     cid int4;
     s londiste_rs.subscription;

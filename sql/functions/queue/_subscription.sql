@@ -3,7 +3,8 @@
 --   Raises undefined_object naming both when the consumer is not registered.
 create or replace function londiste_rs._subscription(
     i_queue text, i_consumer text, i_lock boolean default false)
-returns londiste_rs.subscription language plpgsql as $$
+returns londiste_rs.subscription language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
     s londiste_rs.subscription;

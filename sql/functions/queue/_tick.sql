@@ -12,7 +12,8 @@
 --   Returns: the tick id, or NULL when the snapshot equals the last tick's.
 create or replace function londiste_rs._tick(
     i_queue_id int4, i_tick_id int8, i_tick_time timestamptz, i_event_seq int8)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     last record;
     snap pg_snapshot;

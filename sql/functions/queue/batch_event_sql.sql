@@ -6,7 +6,8 @@
 --   were in progress at the start tick (those close to the range are folded into it), so a
 --   long-open transaction does not widen the scan.
 create or replace function londiste_rs.batch_event_sql(i_batch_id int8)
-returns text language plpgsql stable as $$
+returns text language plpgsql stable
+set search_path = pg_catalog, pg_temp as $$
 declare
     b record := londiste_rs._batch(i_batch_id);
     s1 pg_snapshot := (b.prev).tick_snapshot;

@@ -1,10 +1,12 @@
 -- londiste_rs.create_queue(i_queue text, i_ntables int4 default 3)
 --   Creates a queue: a parent event table event_<id> with i_ntables rotating children
 --   event_<id>_<n> (each indexed on ev_txid), the event id, tick id and current-table sequences,
---   and the first tick.
+--   and the first tick. Queue names are 1 to 40 letters, digits, _ . or -, and at most 40
+--   bytes (the capture triggers are named after them, and names are cut at 63 bytes).
 --   Returns: 1 when created, 0 when the queue already exists.
 create or replace function londiste_rs.create_queue(i_queue text, i_ntables int4 default 3)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     qid int4;
     base text;
@@ -13,6 +15,11 @@ begin
     if i_queue is null or i_queue !~ '^[[:alnum:]_.\-]{1,40}$' then
         raise exception 'invalid queue name %: use 1 to 40 letters, digits, _ . or -',
             quote_literal(coalesce(i_queue, 'NULL')) using errcode = 'invalid_name';
+    end if;
+    -- the capture triggers are named after the queue, and names are cut at 63 bytes
+    if octet_length(i_queue) > 40 then
+        raise exception 'invalid queue name %: it is % bytes long, at most 40 are allowed (a letter outside ASCII takes 2 to 4); use a shorter name',
+            quote_literal(i_queue), octet_length(i_queue) using errcode = 'invalid_name';
     end if;
     if exists (select 1 from londiste_rs.queue where queue_name = i_queue) then
         return 0;

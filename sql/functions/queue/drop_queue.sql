@@ -3,7 +3,8 @@
 --   subscriptions and retry events. Refuses while consumers are registered unless i_force.
 --   Returns: 1 when dropped, 0 when there was no such queue.
 create or replace function londiste_rs.drop_queue(i_queue text, i_force boolean default false)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue;
     consumers text;

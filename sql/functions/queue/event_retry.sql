@@ -4,7 +4,8 @@
 --   Returns: 1, or 0 when the event was already postponed in this batch.
 create or replace function londiste_rs.event_retry(
     i_batch_id int8, i_ev_id int8, i_retry_time timestamptz)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     b record := londiste_rs._batch(i_batch_id);
     n int4;

@@ -3,7 +3,8 @@
 --   ticker_max_count (PgQ's way). Call ticker or wait for the ticker daemon afterwards.
 --   Returns: the id of the last tick made so far.
 create or replace function londiste_rs.force_tick(i_queue text)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
 begin

@@ -6,7 +6,8 @@ create or replace function londiste_rs.get_batch_info(
     out queue_name text, out consumer_name text, out batch_start timestamptz,
     out batch_end timestamptz, out prev_tick_id int8, out tick_id int8, out lag interval,
     out seq_start int8, out seq_end int8)
-language plpgsql stable as $$
+language plpgsql stable
+set search_path = pg_catalog, pg_temp as $$
 declare
     b record := londiste_rs._batch(i_batch_id);
 begin

@@ -6,7 +6,8 @@ create or replace function londiste_rs.get_consumer_info(
     i_queue text default null, i_consumer text default null,
     out queue_name text, out consumer_name text, out lag interval, out last_seen interval,
     out last_tick int8, out current_batch int8, out next_tick int8, out pending_events int8)
-returns setof record language sql stable as $$
+returns setof record language sql stable
+set search_path = pg_catalog, pg_temp as $$
     select q.queue_name, c.co_name, now() - t.tick_time, now() - s.sub_active,
            s.sub_last_tick, s.sub_batch, s.sub_next_tick,
            londiste_rs._event_seq(q.queue_id) - t.tick_event_seq

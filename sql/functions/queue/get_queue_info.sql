@@ -10,7 +10,8 @@ create or replace function londiste_rs.get_queue_info(
     out queue_ticker_max_count int4, out queue_ticker_max_lag interval,
     out queue_ticker_idle_period interval, out last_tick_id int8, out last_tick_time timestamptz,
     out ticker_lag interval, out ev_new int8)
-returns setof record language sql stable as $$
+returns setof record language sql stable
+set search_path = pg_catalog, pg_temp as $$
     select q.queue_name, q.queue_ntables, q.queue_cur_table, q.queue_rotation_period,
            q.queue_switch_time, q.queue_external_ticker, q.queue_ticker_paused,
            q.queue_disable_insert, q.queue_ticker_max_count, q.queue_ticker_max_lag,

@@ -5,7 +5,8 @@
 create or replace function londiste_rs.insert_event(
     i_queue text, i_ev_type text, i_ev_data bytea,
     i_extra1 text, i_extra2 bytea, i_extra3 text, i_extra4 text)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
     cur int8;

@@ -5,7 +5,8 @@
 --   when due (step2 alone when a switch is incomplete), then the queue's extra_maint functions;
 --   then the queue metadata tables to vacuum.
 create or replace function londiste_rs.maint_operations(out func_name text, out func_arg text)
-returns setof record language plpgsql as $$
+returns setof record language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue;
     cur int8;

@@ -4,7 +4,8 @@
 --   the owner's next batch after this commits. Queues with inserts disabled wait.
 --   Returns: the number of events moved (the ticker calls again while it is positive).
 create or replace function londiste_rs.maint_retry_events()
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     qid int4;
     cur int8;

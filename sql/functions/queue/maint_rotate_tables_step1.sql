@@ -7,7 +7,8 @@
 --   table, when the last switch awaits step2, or when inserts are disabled.
 --   Returns: 1 when it switched, else 0.
 create or replace function londiste_rs.maint_rotate_tables_step1(i_queue text)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     cur int8 := londiste_rs._cur_table(q.queue_id);

@@ -6,7 +6,8 @@
 --   step1 or set_queue_config that rolled back.
 --   Returns: 0.
 create or replace function londiste_rs.maint_rotate_tables_step2(i_queue text)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     cur int8 := londiste_rs._cur_table(q.queue_id);

@@ -12,7 +12,8 @@ create or replace function londiste_rs.next_batch_custom(
     out batch_id int8, out cur_tick_id int8, out prev_tick_id int8,
     out cur_tick_time timestamptz, out prev_tick_time timestamptz,
     out cur_tick_event_seq int8, out prev_tick_event_seq int8)
-language plpgsql as $$
+language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     s londiste_rs.subscription := londiste_rs._subscription(i_queue, i_consumer, true);
     prev londiste_rs.tick;

@@ -4,7 +4,8 @@
 --   Returns: 1 when registered, 0 when an existing registration was moved.
 create or replace function londiste_rs.register_consumer_at(
     i_queue text, i_consumer text, i_tick_id int8)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
 begin

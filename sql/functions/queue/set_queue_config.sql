@@ -1,10 +1,13 @@
 -- londiste_rs.set_queue_config(i_queue text, i_param text, i_value text)
 --   Changes one per-queue setting (with or without the queue_ prefix): ticker_max_count,
 --   ticker_max_lag, ticker_idle_period, ticker_paused, rotation_period, external_ticker,
---   disable_insert, extra_maint (comma-separated function names, empty for none).
+--   disable_insert, extra_maint (comma-separated function names, empty for none),
+--   max_consumer_lag (an interval, empty for none: the ticker unregisters a consumer that
+--   blocks rotation with a lag above it).
 --   Returns: 1.
 create or replace function londiste_rs.set_queue_config(i_queue text, i_param text, i_value text)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     p text := regexp_replace(lower(coalesce(i_param, '')), '^queue_', '');
@@ -28,12 +31,16 @@ begin
             update londiste_rs.queue
                set queue_extra_maint = nullif(string_to_array(replace(i_value, ' ', ''), ','), '{}')
              where queue_id = q.queue_id;
+        when 'max_consumer_lag' then
+            update londiste_rs.queue
+               set queue_max_consumer_lag = nullif(trim(coalesce(i_value, '')), '')::interval
+             where queue_id = q.queue_id;
         when 'disable_insert' then
             update londiste_rs.queue set queue_disable_insert = i_value::boolean where queue_id = q.queue_id;
         else
             raise exception 'unknown queue setting %: use ticker_max_count, ticker_max_lag, '
                 'ticker_idle_period, ticker_paused, rotation_period, external_ticker, '
-                'disable_insert or extra_maint', quote_literal(coalesce(i_param, ''))
+                'disable_insert, extra_maint or max_consumer_lag', quote_literal(coalesce(i_param, ''))
                 using errcode = 'invalid_parameter_value';
         end case;
     exception

@@ -4,7 +4,8 @@
 --   Paused queues and queues with an external ticker are left alone.
 --   Returns: the new tick id, or NULL when no tick was made.
 create or replace function londiste_rs.ticker(i_queue text)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     last londiste_rs.tick;

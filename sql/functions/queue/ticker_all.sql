@@ -2,7 +2,8 @@
 --   Runs ticker(queue) for every queue that is not paused and has no external ticker.
 --   Returns: the number of queues that got a tick.
 create or replace function londiste_rs.ticker()
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q text;
     ticked int4 := 0;

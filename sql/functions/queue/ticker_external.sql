@@ -4,7 +4,8 @@
 --   Returns: the tick id, or NULL when the snapshot equals the last tick's.
 create or replace function londiste_rs.ticker(
     i_queue text, i_tick_id int8, i_tick_time timestamptz, i_event_seq int8)
-returns int8 language plpgsql as $$
+returns int8 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     tick_seq regclass := format('londiste_rs.%I', 'event_' || q.queue_id || '_tick_seq')::regclass;

@@ -2,7 +2,8 @@
 --   Removes a consumer's subscription and its retry events (the consumer name itself stays).
 --   Returns: 1 when it was registered, 0 otherwise.
 create or replace function londiste_rs.unregister_consumer(i_queue text, i_consumer text)
-returns int4 language plpgsql as $$
+returns int4 language plpgsql
+set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue);
 begin

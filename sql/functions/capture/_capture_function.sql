@@ -14,6 +14,11 @@
 --   through that qualification, not by a SET clause: setting a GUC on every call added 1 to
 --   2 us per captured row (+17 to 23% of the trigger's cost, measured interleaved on PG 15);
 --   tests/test_security.py checks that the generated body stays fully qualified.
+--   Every data event carries the table's shape (table_shape) in ev_extra3, so a subscriber
+--   can refuse events captured while the table had other columns (internals §3). The shape
+--   is computed here; each row only checks, by the table's attribute count (relnatts, which
+--   every ADD or DROP COLUMN moves), that it still holds, and computes it again when not
+--   (until the next install or add-table generates this function anew).
 --   Returns: the function's name.
 create or replace function londiste_rs._capture_function(i_queue text, i_table regclass,
                                                          i_name text default null)
@@ -34,6 +39,8 @@ declare
     inserts text := '';
     payload text;
     n int4;
+    shape text := londiste_rs.table_shape(i_table);
+    natts int2 := (select c.relnatts from pg_class c where c.oid = i_table);
 begin
     select c.relkind, n.nspname, c.relname into rel
       from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = i_table;
@@ -68,8 +75,8 @@ begin
     for n in 0 .. q.queue_ntables - 1 loop
         inserts := inserts || format(
             E'    %s cur OPERATOR(pg_catalog.=) %s then\n'
-            || E'        insert into londiste_rs.%I (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra4)\n'
-            || E'        values (typ, dat, %L, oldkey, enc);\n',
+            || E'        insert into londiste_rs.%I (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra4, ev_extra3)\n'
+            || E'        values (typ, dat, %L, oldkey, enc, shape);\n',
             case when n = 0 then 'if' else 'elsif' end, n, 'event_' || q.queue_id || '_' || n,
             global_name);
     end loop;
@@ -102,7 +109,15 @@ declare
     oldkey pg_catalog.bytea;
     enc pg_catalog.text := pg_catalog.current_setting('client_encoding');
     cur pg_catalog.int8;
+    shape pg_catalog.text := %L;
+    natts pg_catalog.int2;
 begin
+    select c.relnatts into natts from pg_catalog.pg_class c
+     where c.oid OPERATOR(pg_catalog.=) TG_RELID;
+    if natts OPERATOR(pg_catalog.<>) %s then
+        -- columns were added or dropped since this function was generated
+        shape := londiste_rs.table_shape(TG_RELID);
+    end if;
     if enc OPERATOR(pg_catalog.=) %L then
         enc := null;
 %s
@@ -127,7 +142,7 @@ begin
     end if;
     return null;
 end $body$;
-$f$, fn, i_queue, global_name, db_encoding, payload, payload, db_encoding, payload,
+$f$, fn, i_queue, global_name, shape, natts, db_encoding, payload, payload, db_encoding, payload,
         format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid, inserts, i_queue);
     execute format('revoke all on function londiste_rs.%I() from public', fn);
     return fn;

@@ -31,8 +31,8 @@ begin
         table_name := coalesce(r.tbl::text, '?');
         regenerated := false;
         problem := null;
-        -- the name as generated: values (typ, dat, <quote_literal(name)>, oldkey, enc)
-        lit := (regexp_match(r.prosrc, $re$values \(typ, dat, (E?'(?:[^']|'')*'), oldkey, enc\)$re$))[1];
+        -- the name as generated: values (typ, dat, <quote_literal(name)>, oldkey, enc[, shape])
+        lit := (regexp_match(r.prosrc, $re$values \(typ, dat, (E?'(?:[^']|'')*'), oldkey, enc(?:, shape)?\)$re$))[1];
         if r.tbl is null then
             problem := 'its table no longer exists';
         elsif lit is null then

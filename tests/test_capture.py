@@ -15,6 +15,7 @@ from londiste_rs._native import BatchDecoder
 from londiste_rs.errors import TableError
 from londiste_rs.pg.catalog import table_layout, type_map
 from londiste_rs.store import queue, schema
+from tests.fix_nodes import tick
 
 Q = "cq"
 BATCH_COLUMNS = "ev_id, ev_txid, ev_type, ev_extra1, ev_data, ev_extra2, ev_extra4"
@@ -71,8 +72,7 @@ def replicate(
     `target` (same columns as `source`; on `dst`, another database, when given) with binary
     COPY; returns the decoder's stats."""
     dst = dst or conn
-    queue.force_tick(conn, Q)
-    queue.ticker(conn, Q)
+    tick(conn, Q)
     batch = queue.next_batch(conn, Q, consumer)
     assert batch is not None
     src = table_layout(conn, source)

@@ -13,7 +13,8 @@ from londiste_rs.devtools.processes import spawn_cli as spawn
 from londiste_rs.devtools.processes import stop_gracefully
 from londiste_rs.replication.worker import Worker
 from londiste_rs.waiting import wait_for
-from test_node import job_ini, ok
+from tests.fix_cli import job_ini, ok
+from tests.fix_nodes import drain, tick
 
 SCHEMA = """
 create table parent (id int primary key, name text unique, big text);
@@ -22,18 +23,6 @@ create table child (id bigint generated always as identity primary key,
                     qty int, doubled int generated always as (qty * 2) stored);
 create table "Odd Name" ("Key" text primary key, "v a l" jsonb);
 """
-
-
-def tick(db: Any, queue: str = "q1") -> None:
-    db.sql(f"select londiste_rs.force_tick('{queue}')")
-    db.sql(f"select londiste_rs.ticker('{queue}')")
-
-
-def drain(worker: Worker, limit: int = 200) -> None:
-    for _ in range(limit):
-        if not worker.step():
-            return
-    raise AssertionError("worker did not become idle")
 
 
 def rows(db: Any, table: str) -> list[tuple[Any, ...]]:

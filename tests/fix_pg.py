@@ -35,7 +35,7 @@ OWNER = "lrs_owner"
 UNIT_TIER = Path(__file__).parent / "unit"
 
 # A test using any of these (directly or through another fixture) needs a server.
-SERVER_FIXTURES = frozenset({"provider_cluster", "subscriber_cluster", "third_cluster"})
+SERVER_FIXTURES = frozenset({"provider_cluster", "subscriber_cluster", "third_cluster", "make_db"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
 	matplotlib
 
-.PHONY: all demo check setup build lint test test-rust test-python bench bench-quick clean
+.PHONY: all demo check setup build lint test test-unit test-rust test-python bench bench-quick clean
 
 all: check
 
@@ -31,13 +31,17 @@ lint: build
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest londiste_rs._native
 
+# tests/unit needs no server and takes seconds: it runs first, so a broken unit fails fast.
+test-unit: build
+	$(BIN)/pytest -q tests/unit
+
 test-rust:
 	cargo test --quiet
 
-test-python: build
-	$(BIN)/pytest -q tests
+test-python: test-unit
+	$(BIN)/pytest -q tests --ignore=tests/unit
 
-test: test-rust test-python
+test: test-unit test-rust test-python
 
 check: lint test
 

@@ -1,5 +1,6 @@
 """The bench still works: `bench/run.py --quick` runs every scenario at small size into a
-temporary directory, and every run it recorded verified. Never asserts a speed."""
+temporary directory, and every run it recorded verified. Never asserts a speed. (Its figures
+and report without a server: unit/test_bench.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +33,7 @@ def _stock_londiste3_missing() -> str | None:
     return None
 
 
+@pytest.mark.pg  # the bench starts clusters of its own
 @pytest.mark.timeout(600)
 def test_quick_bench_runs_and_verifies(tmp_path: Path) -> None:
     why = _stock_londiste3_missing()
@@ -71,37 +72,3 @@ def test_quick_bench_runs_and_verifies(tmp_path: Path) -> None:
             assert not errors, f"{scenario}/{tool} failed: {errors}"
             assert ran, f"{scenario}/{tool} has no run"
             assert all(v > 0 for s in ran for v in s["metrics"].values())
-
-
-def _bench_modules() -> Any:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from support import measure, report, results
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return measure, report, results
-
-
-def test_percentiles_are_nearest_rank() -> None:
-    measure, _, _ = _bench_modules()
-    values = [float(v) for v in range(100, 0, -1)]
-    assert measure.percentile(values, 50) == 50.0
-    assert measure.percentile(values, 99) == 99.0
-    assert measure.percentile([7.0], 99) == 7.0
-    assert measure.median([3.0, 1.0, 2.0]) == 2.0
-
-
-def test_report_counts_only_verified_runs_and_divides_ours_by_each_peer() -> None:
-    _, report, results = _bench_modules()
-    r = results.Results(meta={"mode": "test", "runs": 3, "duration_s": 1.0})
-    metric = results.Metric("rate", "rate", "ev/s", "higher")
-    r.declare("backlog", "Backlog", [metric], [("ours", "londiste-rs"), ("peer", "peer")])
-    for run, (ours, peer) in enumerate([(300.0, 100.0), (200.0, 50.0), (250.0, 75.0)]):
-        r.add(results.Sample("backlog", "ours", run, {"rate": ours}, True))
-        r.add(results.Sample("backlog", "peer", run, {"rate": peer}, True))
-    # An unverified run never counts, however good its figure.
-    r.add(results.Sample("backlog", "peer", 3, {"rate": 1e9}, False))
-    assert report.medians(r, "backlog") == {"ours": {"rate": 250.0}, "peer": {"rate": 75.0}}
-    text = report.render(r, [("ours", "londiste-rs"), ("peer", "peer")], "machine", None)
-    assert "3.33×" in text  # 250 ÷ 75
-    assert "| peer | 3/4 |" in text

@@ -16,6 +16,7 @@ from londiste_rs.errors import TableError
 from londiste_rs.pg.catalog import table_layout, type_map
 from londiste_rs.replication.batches import EVENT_COLUMNS
 from londiste_rs.store import queue, schema
+from tests.fix_nodes import tick
 
 Q = "cq"
 
@@ -71,8 +72,7 @@ def replicate(
     `target` (same columns as `source`; on `dst`, another database, when given) with binary
     COPY; returns the decoder's stats."""
     dst = dst or conn
-    queue.force_tick(conn, Q)
-    queue.ticker(conn, Q)
+    tick(conn, Q)
     batch = queue.next_batch(conn, Q, consumer)
     assert batch is not None
     src = table_layout(conn, source)

@@ -1,17 +1,9 @@
-"""The command line: help, version, londiste3's argument order, one-line errors."""
+"""The command line: help, version, one-line usage errors (londiste3's argument order is
+tested without a process in unit/test_cli.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from londiste_rs.cli import normalize_argv
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "londiste_rs", *args], capture_output=True, text=True, timeout=60
-    )
+from tests.fix_cli import run_cli
 
 
 def test_help_answers():
@@ -23,17 +15,6 @@ def test_help_answers():
 def test_version():
     out = run_cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("londiste-rs ")
-
-
-def test_config_first_order_is_accepted():
-    assert normalize_argv(["-d", "slave.ini", "worker"]) == ["-d", "worker", "slave.ini"]
-    assert normalize_argv(["master.ini", "add-table", "--all"]) == [
-        "add-table",
-        "master.ini",
-        "--all",
-    ]
-    assert normalize_argv(["-s", "slave.ini"]) == ["-s", "stop", "slave.ini"]
-    assert normalize_argv(["ticker", "-d", "ticker.ini"]) == ["ticker", "-d", "ticker.ini"]
 
 
 def test_usage_mistakes_are_one_line_errors(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from londiste_rs.devtools.processes import spawn_cli, stop_gracefully
-from test_node import job_ini, ok, one_line_error, run_cli
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
 
 SCHEMA = """
 create table items (id int primary key, name text, price numeric(10,2),

@@ -1,4 +1,5 @@
-"""The Rust binary COPY writer, round-tripped through a real server."""
+"""The Rust binary COPY writer, round-tripped through a real server (what it refuses:
+unit/test_copy_binary.py)."""
 
 from __future__ import annotations
 
@@ -55,23 +56,13 @@ def test_common_types_round_trip(provider_db):
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["0", "0.00", "1", "-1", "9999", "10000", "0.0001", "123.4500", "1e3", "NaN", "Infinity"],
+    "value", ["0", "0.00", "1", "-1", "9999", "10000", "0.0001", "123.4500", "NaN", "Infinity"]
 )
 def test_numeric_text_matches_server(provider_db, value):
     provider_db.sql("create table n (x numeric)")
-    if value == "1e3":
-        with pytest.raises(ValueError, match="not a numeric value"):
-            encode_copy([[value]], ["numeric"])
-        return
     with provider_db.connect() as conn:
         with conn.cursor().copy("copy n from stdin (format binary)") as copy:
             copy.write(encode_copy([[value]], ["numeric"]))
         (got,) = conn.execute("select x::text from n").fetchone()
         (want,) = conn.execute("select %s::numeric::text", [value]).fetchone()
         assert got == want
-
-
-def test_wrong_row_length_is_refused():
-    with pytest.raises(ValueError, match="row 0 has 1 values but 2 types"):
-        encode_copy([[1]], ["int4", "int4"])

@@ -3,19 +3,19 @@ signals, logging. The job here is a small loop; the ticker tests run the real ve
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from londiste_rs import daemon
 from londiste_rs.waiting import wait_for
+
+pytestmark = pytest.mark.usefixtures("kill_leftover_daemons")
 
 # A job that loops until asked to stop; "stubborn" ignores stop requests (for -k).
 JOB = """
@@ -47,18 +47,6 @@ except LondisteError as e:
     print(e, file=sys.stderr)
     sys.exit(e.exit_code)
 """
-
-
-@pytest.fixture(autouse=True)
-def kill_leftover_daemons(tmp_path: Path) -> Iterator[None]:
-    """A failed test must not leave a daemon behind: whatever a pidfile under tmp_path still
-    names is killed at the end."""
-    yield
-    for pidfile in tmp_path.glob("**/pid/*.pid"):
-        pid = daemon.read_pid(pidfile)
-        if pid and daemon.process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) (DEBUG|INFO|WARNING|ERROR) ")

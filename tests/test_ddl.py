@@ -7,18 +7,8 @@ import pytest
 from londiste_rs.errors import TableError
 from londiste_rs.pg import ddl
 from londiste_rs.pg import names as pgnames
-from londiste_rs.pg.names import TableName, parse_name, resolve
+from londiste_rs.pg.names import TableName, resolve
 from londiste_rs.tables.initial_copy import copy_table
-
-
-def test_parse_name():
-    assert parse_name("orders") == (("public", True), ("orders", False))
-    assert parse_name("Sales.Orders") == (("sales", False), ("orders", False))
-    assert parse_name('public."Mixed Case"') == (("public", False), ("Mixed Case", True))
-    assert parse_name('"a.b"."x""y"') == (("a.b", True), ('x"y', True))
-    for bad in ('"open', "a.b.c", "a..b", '"a"b', ""):
-        with pytest.raises(TableError):
-            parse_name(bad)
 
 
 def test_resolve_names_and_globs(provider_db):

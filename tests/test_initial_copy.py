@@ -3,15 +3,13 @@ index/FK deferral, progress."""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 
 import pytest
 
 from londiste_rs.errors import TableError
-from londiste_rs.pg.snapshot import Snapshot
-from londiste_rs.progress import Progress, ProgressPrinter
+from londiste_rs.progress import Progress
 from londiste_rs.tables.initial_copy import CopyFailed, copy_table, copy_tables
 from londiste_rs.waiting import wait_for
 
@@ -102,13 +100,6 @@ def test_snapshot_is_exact_under_concurrent_writers(provider_db, subscriber_db):
     )
     assert server == {t: res.snapshot.visible(t) for _, t in committed}
     assert subscriber_db.sql("select count(*) from w where id < 0")[0][0] == 100000
-
-
-def test_snapshot_text_round_trip():
-    s = Snapshot.parse("10:20:12,15")
-    assert (s.xmin, s.xmax, s.xip) == (10, 20, (12, 15)) and str(s) == "10:20:12,15"
-    assert s.visible(9) and s.visible(13) and not s.visible(12) and not s.visible(20)
-    assert s.as_tuple() == (10, 20, [12, 15])
 
 
 def test_generated_and_identity_columns(provider_db, subscriber_db):
@@ -315,29 +306,6 @@ def test_copy_tables_largest_first(provider_db, subscriber_db):
     assert [str(r.source) for r in results] == [
         "public.small", "public.big", "public.p", "public.mid",
     ]  # fmt: skip
-
-
-def test_progress_printer_tty_and_log(caplog):
-    p = Progress("public.t", 500, 2 << 20, 1000, 2.0)
-    assert p.rate == 250 and p.eta == 2.0 and p.fraction == 0.5
-    out = io.StringIO()
-    tty = ProgressPrinter(out, tty=True)
-    tty(p)
-    tty(Progress("public.u", 1, 10, None, 1.0))
-    tty(Progress("public.t", 1000, 4 << 20, 1000, 4.0, done=True))
-    text = out.getvalue()
-    assert "[############------------]  50%" in text and "ETA 0:02" in text
-    assert "\x1b[2F" in text and "done in 0:04" in text and "[????" in text
-    with caplog.at_level(logging.INFO, logger="londiste_rs.progress"):
-        plain = ProgressPrinter(io.StringIO(), tty=False, interval=3600)
-        plain(p)
-        plain(Progress("public.t", 600, 0, 1000, 3.0))  # within the interval: not logged
-        plain(Progress("public.t", 1000, 0, 1000, 4.0, done=True))
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == [
-        "copy public.t: 500/~1,000 rows, 2.0 MB, 250 rows/s, ETA 0:02",
-        "copy public.t: 1,000 rows, 0 B, 250 rows/s, done in 0:04",
-    ]
 
 
 def test_partitioned_source_and_target(provider_db, subscriber_db):

@@ -10,6 +10,7 @@ import pytest
 
 from londiste_rs.errors import LondisteError, UsageError
 from londiste_rs.store import queue, schema
+from tests.fix_nodes import tick
 
 Q = "q1"
 
@@ -21,13 +22,6 @@ def open_queue(db: Any, ntables: int = 3, consumers: tuple[str, ...] = ("c1",)) 
     for c in consumers:
         queue.register_consumer(conn, Q, c)
     return conn
-
-
-def tick(conn: Any) -> int:
-    queue.force_tick(conn, Q)
-    made = queue.ticker(conn, Q)
-    assert made is not None
-    return made
 
 
 def take(conn: Any, consumer: str = "c1", **custom: Any) -> list[str] | None:

@@ -13,8 +13,8 @@ import pytest
 from londiste_rs.config import load_job_config
 from londiste_rs.errors import DecodeError
 from londiste_rs.replication.worker import Worker
-from test_node import job_ini, ok
-from test_worker import drain, tick
+from tests.fix_cli import job_ini, ok
+from tests.fix_nodes import drain, tick
 
 SCHEMA = "create table t_shift (id int primary key, a int, b int);"
 

@@ -12,22 +12,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from londiste_rs import _native, daemon
+from londiste_rs import daemon
 from londiste_rs.devtools.pgcluster import TempCluster
 from londiste_rs.store import schema
 from londiste_rs.waiting import wait_for
-from test_daemon import kill_leftover_daemons
-from test_ticker_cli import cli, started_pid
+from tests.fix_cli import run_cli
+from tests.fix_daemon import started_pid
+from tests.fix_pg import OWNER
 
-OWNER = "lrs_owner"
-
-# The queue SQL (internals §2) is committed separately; until the build embeds it there is no
-# ticker() to call.
-pytestmark = pytest.mark.skipif(
-    not any(path == "functions/queue/ticker_all.sql" for path, _ in _native.sql_files()),
-    reason="this build has no queue SQL (sql/functions/queue)",
-)
-__all__ = ["kill_leftover_daemons"]  # autouse: kills daemons a failed test leaves
+# A server of its own (it is restarted), so marked here rather than through fix_pg's fixtures.
+pytestmark = [pytest.mark.pg, pytest.mark.usefixtures("kill_leftover_daemons")]
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +80,13 @@ def write_ini(workdir: Path, cluster: TempCluster, databases: str = "", **extra:
 
 
 def start_ticker(workdir: Path) -> int:
-    out = cli(workdir, "ticker", "-d", "ticker.ini")
+    out = run_cli("ticker", "-d", "ticker.ini", cwd=workdir)
     assert out.returncode == 0, out.stderr
     return started_pid(workdir)
 
 
 def stop_ticker(workdir: Path, pid: int) -> None:
-    out = cli(workdir, "-s", "ticker.ini")
+    out = run_cli("-s", "ticker.ini", cwd=workdir)
     assert out.returncode == 0, out.stderr
     assert not daemon.process_alive(pid)
     assert not (workdir / "pid/ticker.pid").exists()

@@ -13,7 +13,8 @@ from londiste_rs.devtools.processes import spawn_cli as spawn
 from londiste_rs.devtools.processes import stop_gracefully
 from londiste_rs.replication.worker import Worker
 from londiste_rs.waiting import wait_for
-from test_node import job_ini, ok
+from tests.fix_cli import ok
+from tests.fix_nodes import drain, nodes, tick
 
 SCHEMA = """
 create table parent (id int primary key, name text unique, big text);
@@ -22,18 +23,6 @@ create table child (id bigint generated always as identity primary key,
                     qty int, doubled int generated always as (qty * 2) stored);
 create table "Odd Name" ("Key" text primary key, "v a l" jsonb);
 """
-
-
-def tick(db: Any, queue: str = "q1") -> None:
-    db.sql(f"select londiste_rs.force_tick('{queue}')")
-    db.sql(f"select londiste_rs.ticker('{queue}')")
-
-
-def drain(worker: Worker, limit: int = 200) -> None:
-    for _ in range(limit):
-        if not worker.step():
-            return
-    raise AssertionError("worker did not become idle")
 
 
 def rows(db: Any, table: str) -> list[tuple[Any, ...]]:
@@ -45,12 +34,9 @@ def setup_leaf(tmp_path: Path, provider_db: Any, subscriber_db: Any) -> Worker:
     subscriber_db.sql(SCHEMA)
     provider_db.sql("insert into parent values (1, 'one', null), (2, 'two', null)")
     provider_db.sql("insert into child (parent_id, qty) values (1, 10), (2, 20)")
-    root = job_ini(tmp_path, "master", provider_db.dsn)
-    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
-    ok(str(root), "create-root", "master")
-    ok(str(leaf), "create-leaf", "slave", f"--provider={provider_db.dsn}")
-    ok(str(root), "add-table", "--all")
-    ok(str(leaf), "add-table", "--all")
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "--all")
+    ok(leaf, "add-table", "--all")
     return Worker(load_job_config(leaf))
 
 

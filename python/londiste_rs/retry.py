@@ -43,8 +43,17 @@ class Verdict:
     message: str  # one line, passwords redacted
 
 
+def _connection_lost(e: psycopg.Error) -> bool:
+    """A client-side failure (no SQLSTATE), a connection exception (class 08) or the server
+    going away (57P01-57P05); not a lock or statement timeout, whose session goes on."""
+    state = e.sqlstate
+    return state is None or state.startswith("08") or state.startswith("57P")
+
+
 def classify(e: BaseException) -> Verdict:
-    if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError, ConnectError)):
+    if isinstance(e, ConnectError) or (
+        isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)) and _connection_lost(e)
+    ):
         return Verdict(True, True, redact(first_line(e)))
     if isinstance(e, (PermanentError, NotInstalledError, TableError, DecodeError)):
         # DecodeError: an event the decoder cannot read (its text names the event)

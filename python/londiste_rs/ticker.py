@@ -31,24 +31,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs import daemon
 from londiste_rs.config import TickerConfig, load_ticker_config
 from londiste_rs.errors import ConfigError, LondisteError
 from londiste_rs.pg.db import connect, first_line, redact
-from londiste_rs.store import ownership
+from londiste_rs.retry import Backoff, classify
+from londiste_rs.store import maintenance, ownership
+from londiste_rs.store.schema import SCHEMA
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "londiste_rs"
 BACKOFF_MAX = 30.0  # seconds between reconnect attempts, at most
-MAX_REPEAT = 100  # calls of one maintenance function per round, at most
 BLOCKED_WARN_EVERY = 600.0  # seconds between warnings about one consumer blocking rotation
 
 
@@ -75,32 +73,7 @@ def check_config(cfg: TickerConfig) -> None:
         ) from None
 
 
-def _ours(name: str) -> sql.Identifier | None:
-    """`londiste_rs.name` from maint_operations(), quoted part by part; None for a name in any
-    other schema (or none): its owner is not known to be trusted, so it is not called."""
-    parts = name.split(".")
-    if len(parts) != 2 or parts[0] != SCHEMA or not parts[1]:
-        return None
-    return sql.Identifier(*parts)
-
-
 _superuser_warned: set[str] = set()
-
-
-def _literal(text: str) -> str:
-    """A string as an SQL literal, for statements shown to the user."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _repeat(conn: psycopg.Connection[Any], query: sql.Composed, params: Iterable[Any]) -> int:
-    """Runs a counting maintenance call until it reports no more work; returns the calls made."""
-    args = list(params)
-    for calls in range(1, MAX_REPEAT + 1):
-        row = conn.execute(query, args).fetchone()
-        value = row[0] if row else None
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            return calls
-    return MAX_REPEAT
 
 
 class DatabaseTicker:
@@ -112,7 +85,7 @@ class DatabaseTicker:
         self.conn: psycopg.Connection[Any] | None = None
         self.connected_at = 0.0
         self.has_schema: bool | None = None  # None: not looked yet
-        self.failures = 0
+        self.backoff = Backoff(BACKOFF_MAX, first=1.0)
         self.next_check = self.next_tick = self.next_maint = self.next_retry = 0.0
         self.ticks = self.maint_calls = self.retry_calls = 0
         self.refusal: str | None = None  # why this database's schema is not used
@@ -143,27 +116,25 @@ class DatabaseTicker:
                 self._check_schema(now)
             if self.has_schema:
                 self._work(now)
-        except (psycopg.Error, LondisteError) as e:
+        except Exception as e:  # the policy decides; the ticker never dies of one database
             self._failed(now, e)
             return
-        if self.failures:
-            log.info("%s: working again after %d failed attempts", self.name, self.failures)
-            self.failures = 0
+        if self.backoff.failures:
+            log.info("%s: working again after %d failed attempts", self.name,
+                     self.backoff.failures)  # fmt: skip
+            self.backoff.reset()
 
     def _work(self, now: float) -> None:
         conn = self._connection(now)
         if now >= self.next_tick:
-            row = conn.execute(sql.SQL("select {}.ticker()").format(sql.Identifier(SCHEMA)))
-            ticked = row.fetchone()
-            self.ticks += int(ticked[0] or 0) if ticked else 0
+            self.ticks += maintenance.tick_all(conn)
             # counted from the call's end, as pgqd does: a tick is due when the last one is
             # ticker_max_lag old, and calls exactly ticker_period apart would find it just
             # short of that half of the time (a tick every 2 periods instead of every one)
             self.next_tick = time.monotonic() + self.cfg.ticker_period
         if now >= self.next_retry:
             self.next_retry = now + self.cfg.retry_period
-            query = sql.SQL("select {}.maint_retry_events()").format(sql.Identifier(SCHEMA))
-            self.retry_calls += _repeat(conn, query, ())
+            self.retry_calls += maintenance.retry_events(conn)
         if now >= self.next_maint:
             self.next_maint = now + self.cfg.maint_period
             self._maintenance(conn)
@@ -171,10 +142,7 @@ class DatabaseTicker:
     def _check_schema(self, now: float) -> None:
         conn = self._connection(now)
         self._warn_superuser(conn)
-        row = conn.execute(
-            "select pg_catalog.to_regprocedure(%s) is not null", [f"{SCHEMA}.ticker()"]
-        ).fetchone()
-        has = bool(row and row[0])
+        has = maintenance.has_schema(conn)
         refusal = ownership.ticker_refusal(conn) if has else None
         if refusal is not None:
             if refusal != self.refusal:
@@ -203,29 +171,15 @@ class DatabaseTicker:
             )  # fmt: skip
 
     def _maintenance(self, conn: psycopg.Connection[Any]) -> None:
-        ops = conn.execute(
-            sql.SQL("select * from {}.maint_operations()").format(sql.Identifier(SCHEMA))
-        ).fetchall()
-        for op in ops:
-            func, arg = str(op[0]), (op[1] if len(op) > 1 else None)
-            if func.lower() == "vacuum":
-                table = _ours(str(arg)) if arg else None
-                if table is not None:
-                    conn.execute(sql.SQL("vacuum {}").format(table))
-                    self.maint_calls += 1
+        for func, arg in maintenance.operations(conn):
+            calls = maintenance.run_operation(conn, func, arg)
+            if calls is None:
+                if func.lower() != "vacuum":
+                    self._skip(f"maintenance function {func}")
                 elif arg:
                     self._skip(f"vacuum of {arg}")
                 continue
-            name = _ours(func)
-            if name is None:
-                self._skip(f"maintenance function {func}")
-                continue
-            if arg is None:
-                query = sql.SQL("select {}()").format(name)
-                self.maint_calls += _repeat(conn, query, ())
-            else:
-                query = sql.SQL("select {}(%s::pg_catalog.text)").format(name)
-                self.maint_calls += _repeat(conn, query, [arg])
+            self.maint_calls += calls
             log.debug("%s: maintenance %s(%s)", self.name, func, arg or "")
         self._rotation_blockers(conn)
 
@@ -241,25 +195,12 @@ class DatabaseTicker:
     def _rotation_blockers(self, conn: psycopg.Connection[Any]) -> None:
         """Warns about consumers that hold back rotation (the event tables grow meanwhile);
         unregisters those whose lag passed their queue's max_consumer_lag."""
-        row = conn.execute(
-            "select pg_catalog.to_regprocedure(%s) is not null",
-            [f"{SCHEMA}.rotation_blockers(text)"],
-        ).fetchone()
-        if not (row and row[0]):
-            return  # a schema installed by an older version
-        rows = conn.execute(
-            sql.SQL(
-                "select queue_name, consumer_name, lag, pending_events, behind_switch,"
-                " max_consumer_lag from {}.rotation_blockers()"
-            ).format(sql.Identifier(SCHEMA))
-        ).fetchall()
         now = time.monotonic()
-        for queue, consumer, lag, pending, behind, max_lag in rows:
+        for b in maintenance.rotation_blockers(conn):
+            queue, consumer, lag, pending = b.queue, b.consumer, b.lag, b.pending_events
+            behind, max_lag = b.behind_switch, b.max_consumer_lag
             if behind and max_lag is not None and lag is not None and lag > max_lag:
-                conn.execute(
-                    sql.SQL("select {}.unregister_consumer(%s, %s)").format(sql.Identifier(SCHEMA)),
-                    [queue, consumer],
-                )
+                maintenance.unregister_consumer(conn, queue, consumer)
                 log.warning(
                     "%s: queue %s: consumer %s unregistered: it held back the rotation of the "
                     "event tables with a lag of %s, above max_consumer_lag %s (%d events it "
@@ -276,11 +217,10 @@ class DatabaseTicker:
                 log.warning(
                     "%s: queue %s: consumer %s holds back the rotation of the event tables "
                     "(lag %s, %d events pending), so they grow; start its worker, or "
-                    "unregister it (select londiste_rs.unregister_consumer(%s, %s)), or set "
-                    "max_consumer_lag (select londiste_rs.set_queue_config(%s, "
-                    "'max_consumer_lag', '1 day'))",
-                    self.name, queue, consumer, lag, pending or 0,
-                    _literal(queue), _literal(consumer), _literal(queue),
+                    "unregister it ('londiste-rs NODE.ini unregister-consumer %s' with a "
+                    "config of this queue's node here), or set max_consumer_lag (%s)",
+                    self.name, queue, consumer, lag, pending or 0, consumer,
+                    maintenance.max_lag_statement(queue, "1 day"),
                 )  # fmt: skip
             else:
                 log.warning(
@@ -291,10 +231,9 @@ class DatabaseTicker:
                 )  # fmt: skip
 
     def _failed(self, now: float, e: BaseException) -> None:
-        self.failures += 1
-        delay = min(2.0 ** (self.failures - 1), BACKOFF_MAX)
-        message = first_line(e) if isinstance(e, psycopg.Error) else str(e)
-        log.error("%s: %s; retrying in %.0fs", self.name, redact(message), delay)
+        verdict = classify(e)
+        delay = self.backoff.failed(verdict)
+        log.error("%s: %s; retrying in %.0fs", self.name, verdict.message, delay)
         try:
             self.close()
         except psycopg.Error:
@@ -316,7 +255,7 @@ class Ticker:
         self.cfg = cfg
         self.dbs: dict[str, DatabaseTicker] = {}
         self.next_scan = 0.0
-        self.scan_failures = 0
+        self.scan_backoff = Backoff(BACKOFF_MAX, first=1.0)
         self.next_stats = time.monotonic() + self.cfg.stats_period
 
     def run(self) -> None:
@@ -362,13 +301,12 @@ class Ticker:
         try:
             names = list(self.cfg.database_list) or self._all_databases()
         except (psycopg.Error, LondisteError) as e:
-            self.scan_failures += 1
-            delay = min(2.0 ** (self.scan_failures - 1), BACKOFF_MAX)
-            message = first_line(e) if isinstance(e, psycopg.Error) else str(e)
-            log.error("listing databases: %s; retrying in %.0fs", redact(message), delay)
+            verdict = classify(e)
+            delay = self.scan_backoff.failed(verdict)
+            log.error("listing databases: %s; retrying in %.0fs", verdict.message, delay)
             self.next_scan = now + delay
             return
-        self.scan_failures = 0
+        self.scan_backoff.reset()
         log.debug("databases: %s", ", ".join(names) or "none")
         for gone in set(self.dbs) - set(names):
             log.info("%s: no longer listed, dropped", gone)

@@ -4,45 +4,10 @@ the real CLI against real clusters owned by a non-superuser."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "londiste_rs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
-
-
-def ok(*args: str, cwd: Path | None = None) -> str:
-    out = run_cli(*args, cwd=cwd)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, out.stderr
-    return lines[0]
-
-
-def job_ini(tmp_path: Path, name: str, dsn: str, queue: str = "q1", **extra: Any) -> Path:
-    path = tmp_path / f"{name}.ini"
-    lines = ["[londiste3]", f"db = {dsn}", f"queue_name = {queue}", "loop_delay = 0.1"]
-    lines += [f"logfile = {tmp_path}/log/{name}.log", f"pidfile = {tmp_path}/pid/{name}.pid"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
 
 
 def test_root_and_leaf_are_created_once(tmp_path, provider_db, subscriber_db):

@@ -18,16 +18,8 @@ from londiste_rs import daemon
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
 from londiste_rs.tables import copy_round, initial_copy
-from test_node import job_ini, ok, one_line_error, run_cli
-from test_worker import drain, tick
-
-
-def nodes(tmp_path: Path, provider_db: Any, subscriber_db: Any, **extra: Any) -> tuple[str, str]:
-    root = str(job_ini(tmp_path, "master", provider_db.dsn))
-    leaf = str(job_ini(tmp_path, "slave", subscriber_db.dsn, **extra))
-    ok(root, "create-root", "master")
-    ok(leaf, "create-leaf", "slave", f"--provider={provider_db.dsn}")
-    return root, leaf
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_nodes import drain, nodes, tick
 
 
 def table_states(ini: str) -> dict[str, dict[str, Any]]:
@@ -500,7 +492,10 @@ def test_a_copy_round_cut_by_a_crash_is_repaired_by_the_next(
             raise _Crash
         return real(src_dsn, dst_dsn, table, **kw)
 
+    crashed: list[Any] = []
+
     def crash(self: Any) -> None:
+        crashed.append(self)
         raise _Crash
 
     monkeypatch.setattr(initial_copy, "copy_table", crash_on_kinds)
@@ -509,6 +504,8 @@ def test_a_copy_round_cut_by_a_crash_is_repaired_by_the_next(
     with pytest.raises(_Crash):
         worker.step()
     worker.close()
+    for round_ in crashed:  # what the server does when a crashed worker's sessions end
+        round_.conns.close()
     monkeypatch.undo()
     states = table_states(leaf)
     assert states["public.items"]["state"] == "ok"

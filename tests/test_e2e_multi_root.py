@@ -16,9 +16,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from londiste_rs.devtools.processes import spawn_cli as spawn
+from londiste_rs.devtools.processes import stop_gracefully as stop
 from londiste_rs.waiting import wait_for
-from test_faults import spawn, stop
-from test_node import job_ini, ok
+from tests.fix_cli import job_ini, ok
 
 SCHEMA_A = """
 create table a_cust (id int primary key, name text not null unique);

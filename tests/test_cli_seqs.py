@@ -9,8 +9,8 @@ from pathlib import Path
 
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
-from test_node import ok, one_line_error, run_cli
-from test_tables import nodes
+from tests.fix_cli import ok, one_line_error, run_cli
+from tests.fix_nodes import nodes
 
 SCHEMA = 'create sequence plain start 10; create sequence "Odd Seq" increment by -1 start -1;'
 

@@ -9,17 +9,10 @@ from typing import Any
 
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
-from test_node import job_ini, ok, one_line_error, run_cli
-from test_worker import tick
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_nodes import drain, tick
 
 SCHEMA = "create table t (id int primary key, v int not null, s text);"
-
-
-def drain(*workers: Worker) -> None:
-    for _ in range(100):
-        if not any([w.step() for w in workers]):
-            return
-    raise AssertionError("workers did not become idle")
 
 
 def content(db: Any) -> list[Any]:

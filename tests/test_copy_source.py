@@ -15,8 +15,8 @@ from typing import Any
 
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
-from test_node import job_ini, ok, one_line_error, run_cli
-from test_worker import tick
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_nodes import drain, tick
 
 SCHEMA = """
 create table t (id int primary key, n int not null, s text);
@@ -35,13 +35,6 @@ def state(ini: Path, table: str = "public.t") -> dict[str, Any]:
 
 def last_tick(db: Any) -> int:
     return int(db.sql("select last_tick_id from londiste_rs.local_state")[0][0])
-
-
-def drain(*workers: Worker) -> None:
-    for _ in range(200):
-        if not any([w.step() for w in workers]):
-            return
-    raise AssertionError("workers did not become idle")
 
 
 def step_until(pred: Any, *workers: Worker, limit: int = 200) -> None:

@@ -15,8 +15,8 @@ from londiste_rs._native import StepKind
 from londiste_rs.config import load_job_config
 from londiste_rs.replication import apply
 from londiste_rs.replication.worker import Worker
-from test_node import job_ini, ok
-from test_worker import drain, tick
+from tests.fix_cli import job_ini, ok
+from tests.fix_nodes import drain, tick
 
 TABLE = """
 create table t (id int primary key, m mood, ms mood[], p pt, ps pt[], d dmood, ds dmood[],

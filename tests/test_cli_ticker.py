@@ -4,7 +4,6 @@ bad config files with one line."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,21 +13,10 @@ import pytest
 
 from londiste_rs import daemon
 from londiste_rs.waiting import wait_for
-from test_daemon import kill_leftover_daemons
+from tests.fix_cli import run_cli
+from tests.fix_daemon import TICKER_START, started_pid
 
-__all__ = ["kill_leftover_daemons"]  # autouse: kills daemons a failed test leaves
-
-START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) INFO Starting londiste-rs ticker ")
-
-
-def cli(cwd: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "londiste_rs", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+pytestmark = pytest.mark.usefixtures("kill_leftover_daemons")
 
 
 def write_ticker_ini(tmp_path: Path, db: Any, **extra: object) -> Path:
@@ -51,35 +39,23 @@ def write_ticker_ini(tmp_path: Path, db: Any, **extra: object) -> Path:
     return path
 
 
-def started_pid(tmp_path: Path) -> int:
-    """The daemon's pid, once its pidfile and its start line are there."""
-    pid: int = wait_for("the pidfile", lambda: daemon.read_pid(tmp_path / "pid/ticker.pid"))
-    log = tmp_path / "log/ticker.log"
-    first = log.read_text().splitlines()[0]
-    m = START.match(first)
-    assert m, first
-    assert int(m.group(1)) == pid
-    assert daemon.process_alive(pid)
-    return pid
-
-
 def test_ticker_daemon_start_refuse_stop(tmp_path: Path, provider_db: Any) -> None:
     write_ticker_ini(tmp_path, provider_db)
-    out = cli(tmp_path, "ticker", "-d", "ticker.ini")
+    out = run_cli("ticker", "-d", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
     pid = started_pid(tmp_path)
 
     # Both argument orders refuse a second copy, with one line naming the fix.
     for args in (["ticker", "-d", "ticker.ini"], ["-d", "ticker", "ticker.ini"]):
-        again = cli(tmp_path, *args)
+        again = run_cli(*args, cwd=tmp_path)
         assert again.returncode == 1
         assert again.stderr == (
             f"ERROR: already running (pid {pid}); "
             f"stop it with 'londiste-rs -s {tmp_path / 'ticker.ini'}'\n"
         )
 
-    out = cli(tmp_path, "-s", "ticker.ini")
+    out = run_cli("-s", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert not daemon.process_alive(pid)
     assert not (tmp_path / "pid/ticker.pid").exists()
@@ -88,7 +64,7 @@ def test_ticker_daemon_start_refuse_stop(tmp_path: Path, provider_db: Any) -> No
     )
 
     # Nothing left to stop: one line, non-zero.
-    out = cli(tmp_path, "ticker", "-s", "ticker.ini")
+    out = run_cli("ticker", "-s", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr.startswith("ERROR: ticker is not running (no pidfile ")
     assert "Traceback" not in out.stderr
@@ -96,10 +72,10 @@ def test_ticker_daemon_start_refuse_stop(tmp_path: Path, provider_db: Any) -> No
 
 def test_global_daemon_flag_and_kill(tmp_path: Path, provider_db: Any) -> None:
     write_ticker_ini(tmp_path, provider_db)
-    out = cli(tmp_path, "-d", "ticker", "ticker.ini")
+    out = run_cli("-d", "ticker", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     pid = started_pid(tmp_path)
-    out = cli(tmp_path, "ticker", "-k", "ticker.ini")
+    out = run_cli("ticker", "-k", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert not daemon.process_alive(pid)
     assert not (tmp_path / "pid/ticker.pid").exists()
@@ -108,21 +84,21 @@ def test_global_daemon_flag_and_kill(tmp_path: Path, provider_db: Any) -> None:
 def test_reload_and_stop_through_a_job_file(tmp_path: Path, provider_db: Any) -> None:
     """-r reopens the log; `-s job.ini` stops the process a job file's pidfile names."""
     write_ticker_ini(tmp_path, provider_db)
-    assert cli(tmp_path, "ticker", "-d", "ticker.ini").returncode == 0
+    assert run_cli("ticker", "-d", "ticker.ini", cwd=tmp_path).returncode == 0
     pid = started_pid(tmp_path)
     log = tmp_path / "log/ticker.log"
     log.rename(tmp_path / "log/ticker.log.1")  # what logrotate does before signalling
-    out = cli(tmp_path, "-r", "ticker.ini")
+    out = run_cli("-r", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     wait_for("the reopened log", lambda: log.exists() and "config reloaded" in log.read_text())
 
     (tmp_path / "job.ini").write_text(
         "[londiste3]\njob_name = job\ndb = dbname=x\nqueue_name = q\npidfile = pid/ticker.pid\n"
     )
-    out = cli(tmp_path, "-s", "job.ini")
+    out = run_cli("-s", "job.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert not daemon.process_alive(pid)
-    out = cli(tmp_path, "-s", "job.ini")
+    out = run_cli("-s", "job.ini", cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr.startswith("ERROR: job is not running (no pidfile ")
 
@@ -139,18 +115,18 @@ def test_foreground_logs_to_stderr_too(tmp_path: Path, provider_db: Any) -> None
     assert pid == proc.pid
     wait_for("a stats line", lambda: "{ticks: " in (tmp_path / "log/ticker.log").read_text())
     # `-s` (SIGINT) is a safe stop for a foreground ticker too.
-    out = cli(tmp_path, "-s", "ticker.ini")
+    out = run_cli("-s", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
-    assert START.match(err.splitlines()[0])
+    assert TICKER_START.match(err.splitlines()[0])
     assert f"INFO {provider_db.name}: no londiste_rs schema, skipped" in err
     assert "INFO {ticks: 0, maint: 0, retry: 0, databases: 0}" in err  # every stats_period
 
 
 def test_daemon_without_pidfile_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ticker.ini").write_text("[pgqd]\nlogfile = ticker.log\n")
-    out = cli(tmp_path, "ticker", "-d", "ticker.ini")
+    out = run_cli("ticker", "-d", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr == (
         f"ERROR: {tmp_path / 'ticker.ini'}: running in the background (-d) needs a pidfile; "
@@ -177,7 +153,7 @@ def test_bad_ticker_ini_is_one_line(tmp_path: Path, content: str | None, expecte
     ini = tmp_path / "ticker.ini"
     if content is not None:
         ini.write_text(content)
-    out = cli(tmp_path, "ticker", "-d", "ticker.ini")
+    out = run_cli("ticker", "-d", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stdout == ""
     assert out.stderr == expected.format(ini="ticker.ini", abs=ini) + "\n"

@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs.devtools.pgcluster import TempCluster
 from londiste_rs.devtools.processes import spawn_cli as spawn
 from londiste_rs.devtools.processes import stop_gracefully as stop
 from londiste_rs.waiting import wait_for
-from test_node import job_ini, ok
+from tests.fix_cli import job_ini, ok
+
+# test_servers_restart_mid_batch starts servers of its own: marked here, not through fix_pg.
+pytestmark = pytest.mark.pg
 
 SCHEMA = """
 create table acct (id int primary key, bal int not null, note text unique);

@@ -9,7 +9,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from londiste_rs.tables.initial_copy import _ranges
+from londiste_rs.tables.copy_plan import ranges as _ranges
 
 BLOCK = 8192
 BOUND = re.compile(r"ctid (>=|<) '\((\d+),0\)'::tid")

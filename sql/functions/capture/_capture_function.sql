@@ -18,7 +18,11 @@
 --   can refuse events captured while the table had other columns (internals §3). The shape
 --   is computed here; each row only checks, by the table's attribute count (relnatts, which
 --   every ADD or DROP COLUMN moves), that it still holds, and computes it again when not
---   (until the next install or add-table generates this function anew).
+--   (until the next install or add-table generates this function anew). That check costs
+--   about 1.9 us per row (10.5 against 8.6 us for a one-row insert with the trigger, measured
+--   interleaved on PG 15); the pgbench capture bench did not move beyond its noise (0.33x of
+--   no capture before and after). Without it, a column dropped and another added would leave
+--   the rows captured after the change with the old shape, and every later event refused.
 --   Returns: the function's name.
 create or replace function londiste_rs._capture_function(i_queue text, i_table regclass,
                                                          i_name text default null)

@@ -107,3 +107,31 @@ def test_a_worker_records_the_refusal_for_status_and_keeps_running(
         assert proc.poll() is None  # still running: it looks again later
     finally:
         stop_gracefully(proc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "alter table t_shift drop column a; alter table t_shift add column c int",
+        "alter table t_shift drop column a",
+        "alter table t_shift add column c int default 7",
+    ],
+)
+def test_rows_captured_after_a_change_carry_the_new_shape(
+    tmp_path, provider_db, subscriber_db, change
+):
+    """The capture function is not generated again by an ALTER TABLE; its rows still carry
+    the table's shape of the moment, so a subscriber changed the same way goes on."""
+    _leaf_ini, worker = _leaf(tmp_path, provider_db, subscriber_db)
+    try:
+        for db in (provider_db, subscriber_db):
+            db.sql(change)
+        provider_db.sql("insert into t_shift (id, b) values (1, 10); update t_shift set b = 3")
+        tick(provider_db)
+        worker.close()  # plans from the tables as they are now
+        drain(worker)
+        query = "select * from t_shift order by id"
+        assert subscriber_db.sql(query) == provider_db.sql(query)
+        assert len(subscriber_db.sql(query)) == 2
+    finally:
+        worker.close()

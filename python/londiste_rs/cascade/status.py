@@ -70,8 +70,9 @@ def _problems(
         health.ticker_finding(ticks),
     ]
     if info.cur_error:
-        when = "" if error_seconds is None else f" ({health.ago(error_seconds)} ago)"
-        found.append(f"{info.cur_error}{when}")
+        when = "" if error_seconds is None else f", {health.ago(error_seconds)} ago"
+        found.append(f"the worker's last error{when} (it tries again until the cause is "
+                     f"fixed; its log has more): {info.cur_error}")  # fmt: skip
     if failed:
         found.append(f"{failed} table copies failed (see 'tables'; fix, then resync)")
     found += [

@@ -31,6 +31,7 @@ from londiste_rs.store import health
 log = logging.getLogger(__name__)
 
 STOP_JOIN = 10.0  # seconds a stopping worker waits for its last beat, at most
+CONNECT_TIMEOUT = 10  # seconds: an unreachable database must not hold the thread for long
 
 
 class Heartbeat:
@@ -70,7 +71,8 @@ class Heartbeat:
     def _beat(self, phase: str) -> bool:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = connect(self.cfg.db, autocommit=True, what="node database")
+                self._conn = connect(self.cfg.db, autocommit=True, what="node database",
+                                     connect_timeout=CONNECT_TIMEOUT)  # fmt: skip
             known = health.beat(self._conn, self.cfg.queue_name, self.pid, self.host,
                                 self.period, self.activity, phase)  # fmt: skip
         except Exception as e:  # the policy's wording; the next period tries again

@@ -1,5 +1,6 @@
 """The command line as a user runs it: `run_cli` starts `python -m londiste_rs` as a real
-process; `ok` wants it to succeed, `one_line_error` wants it to fail with exactly one line and
+process; `ok` wants it to succeed, `needs_attention` wants a `status` that finds a problem (exit 1),
+`one_line_error` wants it to fail with exactly one line and
 no traceback; `job_ini` writes a node's job file (a pytest plugin, see conftest.py)."""
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ def ok(*args: str, cwd: Path | None = None) -> str:
     """The standard output of a command that must succeed."""
     out = run_cli(*args, cwd=cwd)
     assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def needs_attention(*args: str, cwd: Path | None = None) -> str:
+    """The standard output of a `status` that must find something needing attention (exit 1):
+    in a test that steps its workers itself, no worker sends a heartbeat."""
+    out = run_cli(*args, cwd=cwd)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
     return out.stdout
 
 

@@ -1,5 +1,6 @@
 """Daemons started by tests (a pytest plugin, see conftest.py): `kill_leftover_daemons` kills
-whatever a failed test left running; `started_pid` waits for a ticker daemon to be up."""
+whatever a failed test left running; `started_pid` waits for a ticker daemon to be up;
+`processes_with` finds the processes whose command line names a file (a config)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ def started_pid(workdir: Path) -> int:
     assert int(m.group(1)) == pid
     assert daemon.process_alive(pid)
     return pid
+
+
+def processes_with(arg: str | Path) -> list[int]:
+    """The live processes (zombies aside) whose command line has `arg` (a config file's path,
+    as the test gave it) as one of its arguments."""
+    want = str(arg).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if want in args and daemon.process_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found

@@ -9,7 +9,7 @@ from typing import Any
 
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
-from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_cli import job_ini, needs_attention, ok, one_line_error, run_cli
 from tests.fix_nodes import drain, tick
 
 SCHEMA = "create table t (id int primary key, v int not null, s text);"
@@ -50,7 +50,7 @@ def test_leaf_follows_branch_then_moves_to_root(
             drain(bw, lw)
         assert content(leaf_db) == content(branch_db) == content(root_db)
 
-        status = json.loads(ok(str(leaf), "status", "--json"))
+        status = json.loads(needs_attention(str(leaf), "status", "--json"))
         assert [(s["depth"], s["name"], s["node_type"]) for s in status] == [
             (0, "root", "root"),
             (1, "branch", "branch"),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_cli import job_ini, needs_attention, ok, one_line_error, run_cli
 
 
 def test_root_and_leaf_are_created_once(tmp_path, provider_db, subscriber_db):
@@ -140,7 +140,7 @@ def test_json_outputs_for_scripts(tmp_path, provider_db, subscriber_db):
     assert "sekrit" not in out and info["cur_error"] == "boom: password=***"
     assert info["error_time"][:4].isdigit() and "T" in info["error_time"]
 
-    out = ok(str(root), "status", "--json")
+    out = needs_attention(str(root), "status", "--json")
     assert "sekrit" not in out
     nodes = json.loads(out)
     assert [(n["depth"], n["name"], n["node_type"], n["provider"]) for n in nodes] == [
@@ -158,7 +158,7 @@ def test_json_outputs_for_scripts(tmp_path, provider_db, subscriber_db):
         "select londiste_rs.register_location('q1', 'slave',"
         " 'host=127.0.0.1 port=1 dbname=x password=sekrit')"
     )
-    out = ok(str(root), "status", "--json")
+    out = needs_attention(str(root), "status", "--json")
     assert "sekrit" not in out
     slave = json.loads(out)[1]
     assert slave["name"] == "slave" and "127.0.0.1:1" in slave["unreachable"]

@@ -18,7 +18,7 @@ from londiste_rs import daemon
 from londiste_rs.config import load_job_config
 from londiste_rs.replication.worker import Worker
 from londiste_rs.tables import copy_round, initial_copy
-from tests.fix_cli import job_ini, ok, one_line_error, run_cli
+from tests.fix_cli import job_ini, needs_attention, ok, one_line_error, run_cli
 from tests.fix_nodes import drain, nodes, tick
 
 
@@ -303,7 +303,7 @@ def test_one_failing_copy_does_not_stop_the_other_and_resync(tmp_path, provider_
         text = ok(leaf, "tables")
         assert "public.bad failed" in text and "ERR: " in text
         assert "public.good ok  copy 1,000 rows" in text
-        status = ok(leaf, "status")
+        status = needs_attention(leaf, "status")
         assert "Tables: 1/1/0" in status and "ERR: 1 table copies failed" in status
         msg = one_line_error(run_cli(leaf, "wait-sync", "--timeout", "5"))
         assert "copy of public.bad failed" in msg and "resync public.bad" in msg

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.fix_cli import needs_attention
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -59,7 +61,7 @@ def test_orphan_consumer_is_listed_and_can_be_unregistered(tmp_path, provider_db
     provider_db.sql("insert into t select generate_series(1, 5)")
     provider_db.sql("select londiste_rs.ticker('q1')")
 
-    status = json.loads(ok(str(leaf), "status", "--json"))
+    status = json.loads(needs_attention(str(leaf), "status", "--json"))
     on_root = consumers_of(status, "root")
     assert set(on_root) == {"ghost", "leaf"}
     assert on_root["ghost"]["subscriber_node"] is None
@@ -67,13 +69,13 @@ def test_orphan_consumer_is_listed_and_can_be_unregistered(tmp_path, provider_db
     assert on_root["ghost"]["pending_events"] >= 5 and on_root["ghost"]["lag_seconds"] >= 0
     assert consumers_of(status, "leaf") == {}  # a leaf has no queue
 
-    text = ok(str(root), "status")
+    text = needs_attention(str(root), "status")
     ghost = [ln for ln in text.splitlines() if "Consumer ghost" in ln]
     assert len(ghost) == 1 and "ORPHAN" in ghost[0] and "unregister-consumer ghost" in ghost[0]
     assert any("Consumer leaf" in ln and "subscriber leaf" in ln for ln in text.splitlines())
 
     assert "consumer ghost unregistered" in ok(str(root), "unregister-consumer", "ghost")
-    status = json.loads(ok(str(root), "status", "--json"))
+    status = json.loads(needs_attention(str(root), "status", "--json"))
     assert set(consumers_of(status, "root")) == {"leaf"}
 
     # not there (any more), or asked on a leaf: one line each
@@ -96,7 +98,7 @@ def test_a_live_subscribers_consumer_needs_force(tmp_path, provider_db, subscrib
     out = ok(str(root), "unregister-consumer", "leaf", "--force")
     assert "consumer leaf unregistered" in out and "subscriber leaf" in out
     assert provider_db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
-    assert json.loads(ok(str(root), "status", "--json"))[0]["consumers"] == []
+    assert json.loads(needs_attention(str(root), "status", "--json"))[0]["consumers"] == []
 
 
 def test_a_dead_subscribers_consumer_goes_without_force(tmp_path, provider_db, subscriber_db):
@@ -105,5 +107,5 @@ def test_a_dead_subscribers_consumer_goes_without_force(tmp_path, provider_db, s
     ok(str(root), "create-root", "root")
     ok(str(leaf), "create-leaf", "leaf", f"--provider={provider_db.dsn}")
     provider_db.sql("update londiste_rs.node_location set dead = true where node_name = 'leaf'")
-    assert "DEAD" in ok(str(root), "status")
+    assert "DEAD" in needs_attention(str(root), "status")
     assert "unregistered" in ok(str(root), "unregister-consumer", "leaf")

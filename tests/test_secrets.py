@@ -150,7 +150,9 @@ def test_no_password_is_stored_anywhere_in_the_cascade(tmp_path, scram_cluster, 
         assert "password=" not in stored and "Secret" not in stored
 
     # ... and the cascade still works: status walks both, the leaf reaches its provider
-    status = json.loads(ok(str(leaf), "status", "--json").stdout)
+    out = run_cli(str(leaf), "status", "--json")
+    assert out.returncode == 1, out.stderr  # no worker runs: status says so
+    status = json.loads(out.stdout)
     assert [(n["name"], n["unreachable"]) for n in status] == [("root", None), ("leaf", None)]
     ok(str(leaf), "missing")
     ok(str(leaf), "worker")  # loop_delay = 0: one pass, exits when idle
@@ -304,7 +306,8 @@ def test_a_malicious_member_location_is_not_followed_with_its_keys(
                     " where node_name = 'leaf'", [evil])  # fmt: skip
     env = {"PGSERVICEFILE": str(tmp_path / "no_service_file")}
 
-    out = ok(str(root), "status", "--json", env=env)
+    out = run_cli(str(root), "status", "--json", env=env)
+    assert out.returncode == 1, out.stderr  # no worker runs: status says so
     leaf_status = json.loads(out.stdout)[1]
     assert leaf_status["name"] == "leaf" and leaf_status["unreachable"] is None
     assert "password file" not in out.stderr and leaf_status["error"] is None

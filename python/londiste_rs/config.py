@@ -52,6 +52,8 @@ class JobConfig:
     initial_provider_location: str | None
     lock_timeout: float
     exception_sleep: float
+    # seconds between the worker's heartbeats, which `status` reads (replication/heartbeat.py)
+    heartbeat_period: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         initial_provider_location=s.text("initial_provider_location") or None,
         lock_timeout=s.number("lock_timeout", 10.0),
         exception_sleep=s.number("exception_sleep", 20.0),
+        heartbeat_period=max(0.1, s.number("heartbeat_period", 5.0)),
     )
 
 

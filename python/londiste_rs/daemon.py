@@ -3,11 +3,16 @@ daemonized, guarded by a pidfile, stopped and reloaded by signals.
 
 API (one job per process, so the state is module-level):
 
-    dispatch(name, body, config=..., pidfile=..., logfile=..., flags=OPTIONS)
+    dispatch(name, body, config=..., pidfile=..., logfile=..., flags=OPTIONS, check=None)
         The one call a verb makes. With flags.stop / .kill / .reload it signals the running
         copy (see `control`); otherwise it runs `body()` (see `run`), daemonized with flags.daemon.
-    run(name, body, config=..., pidfile=..., logfile=..., daemonize=False, verbose=0, quiet=False)
-        Refuses to start when the pidfile names a live process, removes a stale one, writes ours
+    run(name, body, config=..., pidfile=..., logfile=..., daemonize=False, verbose=0, quiet=False,
+        check=None)
+        Refuses to start when the pidfile names a live process, then runs `check()`, the job's
+        start-up checks (its database reachable, its node there, ...), in the caller's process
+        and before anything detaches: with -d too, a job that cannot work fails at once, on the
+        terminal, with a non-zero exit and no daemon left behind (what fails later is the
+        job's to retry). Then it removes a stale pidfile, writes ours
         (removed at exit), sets up logging (logsetup), installs the signal handlers, logs
         "Starting londiste-rs NAME VERSION" and calls `body()`. With `daemonize` the caller's
         process returns (or raises the startup error) once the daemon is running; the daemon
@@ -220,6 +225,7 @@ def dispatch(
     pidfile: Path | None,
     logfile: Path | None,
     flags: Flags,
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Signals the running copy (flags.stop/kill/reload) or runs `body` (see the module doc)."""
     action = "stop" if flags.stop else "kill" if flags.kill else "reload" if flags.reload else ""
@@ -235,6 +241,7 @@ def dispatch(
         daemonize=flags.daemon,
         verbose=flags.verbose,
         quiet=flags.quiet,
+        check=check,
     )
 
 
@@ -248,6 +255,7 @@ def run(
     daemonize: bool = False,
     verbose: int = 0,
     quiet: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Runs `body()` as the job `name` (see the module doc)."""
     if daemonize and pidfile is None:
@@ -259,6 +267,8 @@ def run(
         pid = running_pid(pidfile)
         if pid is not None:  # checked here too, so that -d reports it on the terminal
             raise _already_running(pid, config)
+    if check is not None:
+        check()  # before detaching: its error is the caller's one line and exit code
     if daemonize:
         _run_daemonized(name, body, config, pidfile, logfile, verbose, quiet)
         return

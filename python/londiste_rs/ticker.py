@@ -38,8 +38,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs import daemon
 from londiste_rs.config import TickerConfig, load_ticker_config
-from londiste_rs.errors import ConfigError, LondisteError
-from londiste_rs.pg.db import connect, first_line, redact
+from londiste_rs.errors import ConfigError, ConnectError, LondisteError
+from londiste_rs.pg.db import connect, first_line, redact, with_fix
 from londiste_rs.retry import Backoff, classify
 from londiste_rs.store import maintenance, ownership
 from londiste_rs.store.schema import SCHEMA
@@ -71,6 +71,18 @@ def check_config(cfg: TickerConfig) -> None:
             f"{cfg.path}: [pgqd] base_connstr is not a libpq connection string "
             f"({redact(first_line(e))}); write it as 'host=... port=... user=...'"
         ) from None
+
+
+def check_databases(cfg: TickerConfig) -> None:
+    """The ticker's start-up checks (before -d detaches): the server answers and every database
+    of database_list exists (with an empty list: initial_database, from which the ticker finds
+    them). One line naming the fix otherwise; later failures are retried, never fatal."""
+    for name in cfg.database_list or (cfg.initial_database,):
+        try:
+            with connect(database_dsn(cfg, name), autocommit=True, what=f"database {name}"):
+                pass
+        except ConnectError as e:
+            raise with_fix(e, f"base_connstr or database_list in {cfg.path.name}") from None
 
 
 _superuser_warned: set[str] = set()

@@ -1,7 +1,12 @@
 """`status`: every node of the cascade, walked down from the root, with its lag, position,
 errors and table counts, and on a root or branch every consumer of its queue (orphans too:
 a consumer no subscriber node uses holds back rotation). A node that cannot be reached is
-shown as such; the walk goes on."""
+shown as such; the walk goes on.
+
+Per node also (issue 16): whether its worker is alive (its heartbeat), when it last applied,
+the age of its queue's last tick and the events waiting, and `problems`: what needs attention,
+one line each with the likely cause and fix (cascade/health.py); `status` exits non-zero when
+any node has one."""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from dataclasses import dataclass
 
 import psycopg
 
+from londiste_rs.cascade import health
 from londiste_rs.cascade.walk import find_root
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, NotInstalledError
-from londiste_rs.pg.db import connect, first_line
+from londiste_rs.pg.db import connect, describe, first_line
 from londiste_rs.pg.location import for_storing, trusted_location
+from londiste_rs.store import health as store_health
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -39,6 +46,42 @@ class NodeStatus:
     unreachable: str | None = None
     tables_failed: int = 0  # of tables_half: their initial copy failed
     consumers: tuple[store_node.Consumer, ...] = ()  # of its queue (root, branch)
+    # issue 16: None when it cannot be told (unreachable, or a schema older than heartbeats)
+    worker_alive: bool | None = None
+    worker: store_health.Heartbeat | None = None  # its last heartbeat
+    last_apply_seconds: float | None = None  # since it last applied (a root: recorded a tick)
+    error_seconds: float | None = None  # since `error` was recorded
+    ticks: store_health.QueueTicks | None = None  # its queue's (root, branch)
+    problems: tuple[str, ...] = ()  # what needs attention, one line each with its fix
+
+
+def _problems(
+    info: store_node.NodeInfo,
+    known: bool,
+    beat: store_health.Heartbeat | None,
+    ticks: store_health.QueueTicks | None,
+    failed: int,
+    consumers: tuple[store_node.Consumer, ...],
+    error_seconds: float | None,
+    start: str,
+) -> tuple[str, ...]:
+    found = [
+        health.worker_finding(beat, start) if known else None,
+        health.ticker_finding(ticks),
+    ]
+    if info.cur_error:
+        when = "" if error_seconds is None else f", {health.ago(error_seconds)} ago"
+        found.append(f"the worker's last error{when} (it tries again until the cause is "
+                     f"fixed; its log has more): {info.cur_error}")  # fmt: skip
+    if failed:
+        found.append(f"{failed} table copies failed (see 'tables'; fix, then resync)")
+    found += [
+        f"consumer {c.name} is read by no subscriber node and holds back the rotation of the "
+        f"event tables: drop it with 'unregister-consumer {c.name}' (with this node's config)"
+        for c in consumers
+        if c.subscriber_node is None
+    ]
+    return tuple(f for f in found if f)
 
 
 def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
@@ -62,10 +105,18 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 ok, half, failed = store_tables.state_counts(conn, queue)
                 subs = store_node.subscribers(conn, queue)
                 consumers = tuple(store_node.consumers(conn, queue))
+                known = store_health.has_heartbeats(conn)
+                beat = store_health.heartbeat(conn, queue) if known else None
+                qticks = store_health.queue_ticks(conn, queue)
+                apply_age, error_age = store_health.local_ages(conn, queue)
         except (LondisteError, psycopg.Error) as e:
+            why = first_line(e)
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
-                                          False, True, None, 0, 0, first_line(e))))  # fmt: skip
+                                          False, True, None, 0, 0, why,
+                                          problems=(f"cannot be reached: {why}",))))  # fmt: skip
             return
+        ini = cfg.path.name if describe(where) == describe(cfg.db) else f"<{name}'s job file>"
+        start = f"'londiste-rs {ini} -d worker'"
         ticks = (
             None
             if root_tick is None or info.last_tick_id is None
@@ -89,6 +140,14 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     tables_half=half,
                     tables_failed=failed,
                     consumers=consumers,
+                    worker_alive=health.worker_alive(beat) if known else None,
+                    worker=beat,
+                    last_apply_seconds=apply_age,
+                    error_seconds=error_age,
+                    ticks=qticks,
+                    problems=_problems(
+                        info, known, beat, qticks, failed, consumers, error_age, start
+                    ),
                 ),
             )
         )
@@ -99,7 +158,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 except LondisteError as e:
                     out.append((depth + 1, NodeStatus(sub_name, "?", sub_location,
                                 info.node_name, None, None, None, False, True, None, 0, 0,
-                                str(e))))  # fmt: skip
+                                str(e), problems=(f"cannot be reached: {e}",))))  # fmt: skip
                     continue
                 visit(sub_where, sub_location, sub_name, info.node_name, depth + 1)
 

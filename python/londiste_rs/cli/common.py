@@ -26,7 +26,7 @@ def echo_json(data: object) -> None:
     def clean(v: object) -> object:
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
+        if isinstance(v, (list, tuple)):  # tuples: the fields of dataclasses (asdict)
             return [clean(x) for x in v]
         if isinstance(v, str):
             return redact(v)

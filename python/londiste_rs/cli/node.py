@@ -16,6 +16,8 @@ from londiste_rs.cli.common import ConfigArg, JsonOpt, ProviderOpt, TimeoutOpt, 
 from londiste_rs.pg.db import redact
 
 if TYPE_CHECKING:
+    from londiste_rs.cascade.status import NodeStatus
+    from londiste_rs.store.health import QueueTicks
     from londiste_rs.store.node import Consumer
 
 
@@ -65,7 +67,7 @@ def create_leaf(
 @app.command()
 def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
-    from londiste_rs.replication.worker import run_worker
+    from londiste_rs.replication.worker import check_worker, run_worker
 
     cfg = cfg_of(config)
     daemon.dispatch(
@@ -75,6 +77,7 @@ def worker(config: Path = ConfigArg) -> None:
         pidfile=cfg.pidfile,
         logfile=cfg.logfile,
         flags=OPTIONS,
+        check=lambda: check_worker(cfg),
     )
 
 
@@ -118,12 +121,17 @@ def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
 
 @app.command()
 def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
-    """Every node of the cascade: lag in seconds and ticks, last error, paused, tables."""
+    """Every node of the cascade: lag in seconds and ticks, last error, paused, tables, whether
+    its worker is alive, its queue's ticks. Exits 1 when something needs attention."""
     from londiste_rs.cascade.status import cascade_status
 
     nodes = cascade_status(cfg_of(config))
+    attention = sum(len(s.problems) for _, s in nodes)
     if as_json:
-        echo_json([{"depth": d, **asdict(s)} for d, s in nodes])
+        echo_json([{"depth": d, **asdict(s), "needs_attention": bool(s.problems)}
+                   for d, s in nodes])  # fmt: skip
+        if attention:
+            raise typer.Exit(1)
         return
     for depth, s in nodes:
         pad = "  " * depth + ("+--" if depth else "")
@@ -136,13 +144,46 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         typer.echo(f"{'  ' * depth}    Tables: {s.tables_ok}/{s.tables_half}/0")
         typer.echo(f"{'  ' * depth}    Lag: {lag}, Tick: {s.last_tick_id}, "
                    f"ticks behind: {'-' if s.lag_ticks is None else s.lag_ticks}")  # fmt: skip
-        if s.error:
-            typer.echo(f"{'  ' * depth}    ERR: {redact(s.error)}")
-        if s.tables_failed:
-            typer.echo(f"{'  ' * depth}    ERR: {s.tables_failed} table copies failed "
-                       "(see 'tables'; fix, then resync)")  # fmt: skip
+        typer.echo(f"{'  ' * depth}    {_worker_line(s)}")
+        if s.ticks is not None:
+            typer.echo(f"{'  ' * depth}    {_ticks_line(s.ticks)}")
         for c in s.consumers:
             typer.echo(f"{'  ' * depth}    {_consumer_line(s.name, c)}")
+        for problem in s.problems:
+            typer.echo(f"{'  ' * depth}    ERR: {redact(problem)}")
+    if attention:
+        many = attention > 1
+        typer.echo(f"{attention} problem{'s need' if many else ' needs'} attention (exit code 1)")
+        raise typer.Exit(1)
+
+
+def _worker_line(s: NodeStatus) -> str:
+    from londiste_rs.cascade.health import ago
+
+    applied = "never" if s.last_apply_seconds is None else f"{ago(s.last_apply_seconds)} ago"
+    w = s.worker
+    if s.worker_alive is None:
+        state = "unknown (the schema here is older than worker heartbeats)"
+    elif w is None:
+        state = "NOT RUNNING (never started)"
+    elif s.worker_alive:
+        doing = w.activity or "running"
+        if w.activity_seconds is not None and w.activity_seconds >= 60:
+            doing += f" for {ago(w.activity_seconds)}"
+        state = f"alive (pid {w.pid} on {w.host}, {doing})"
+    elif w.stopped_at is not None:
+        state = f"STOPPED {ago(w.beat_age)} ago"
+    else:
+        state = f"NOT ALIVE (last heartbeat {ago(w.beat_age)} ago)"
+    return f"Worker: {state}, last applied {applied}"
+
+
+def _ticks_line(t: QueueTicks) -> str:
+    from londiste_rs.cascade.health import ago
+
+    age = "never" if t.tick_age is None else f"{ago(t.tick_age)} ago"
+    by = "by its worker" if t.external_ticker else "paused" if t.ticker_paused else "by the ticker"
+    return f"Queue: last tick {t.last_tick_id} {age} ({by}), {t.events_waiting:,} events waiting"
 
 
 def _consumer_line(node: str, c: Consumer) -> str:

@@ -30,7 +30,7 @@ def ticker(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors."),
 ) -> None:
     """Create ticks and run queue maintenance in every listed database (pgqd's job)."""
-    from londiste_rs.ticker import check_config, run_ticker
+    from londiste_rs.ticker import check_config, check_databases, run_ticker
 
     cfg = load_ticker_config(config)
     # The flags may stand before the verb (global options) or after it (these).
@@ -51,6 +51,7 @@ def ticker(
         pidfile=cfg.pidfile,
         logfile=cfg.logfile,
         flags=flags,
+        check=lambda: check_databases(cfg),
     )
 
 

@@ -75,6 +75,18 @@ def connect(
     return conn
 
 
+def with_fix(e: ConnectError, setting: str) -> ConnectError:
+    """`e` with the fix a daemon's start-up check names: start the server, or correct the
+    `setting` (e.g. "'db' in slave.ini") that points at the wrong one. A login refused for
+    its password names its fix already."""
+    text = str(e)
+    if "password" in text:
+        return e
+    if "does not exist" in text:
+        return ConnectError(f"{text}; fix {setting}")
+    return ConnectError(f"{text}; is that server running? If it is, fix {setting}")
+
+
 _INVALID = "invalid connection string (not shown: it holds a password)"
 _PASSWORD_HINT = (
     "node locations stored in the databases hold no password: give it in ~/.pgpass (or "

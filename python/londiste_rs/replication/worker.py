@@ -26,10 +26,11 @@ from psycopg import sql
 
 from londiste_rs import daemon
 from londiste_rs.config import JobConfig
-from londiste_rs.errors import LondisteError
-from londiste_rs.pg.db import connect
+from londiste_rs.errors import ConnectError, LondisteError
+from londiste_rs.pg.db import connect, with_fix
 from londiste_rs.replication import batches, branch
 from londiste_rs.replication.apply import apply_events, read_copy
+from londiste_rs.replication.heartbeat import Heartbeat
 from londiste_rs.replication.plans import PlanCache
 from londiste_rs.retry import Backoff, classify
 from londiste_rs.store import node as store_node
@@ -118,6 +119,15 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
+        beat = Heartbeat(self.cfg)  # status tells a live worker by it (issue 16)
+        beat.start()
+        try:
+            self._loop(beat)
+        finally:
+            beat.stop()
+            self.close()
+
+    def _loop(self, beat: Heartbeat) -> None:
         backoff = Backoff(self.cfg.exception_sleep)
         while not daemon.stop_requested():
             if daemon.reload_requested():
@@ -125,6 +135,7 @@ class Worker:
                 self.close()
             if time.monotonic() - self.connected_at > self.cfg.connection_lifetime:
                 self.close()
+            beat.activity = "working"
             try:
                 busy = self.step()
                 backoff.reset()
@@ -141,18 +152,19 @@ class Worker:
                 else:  # also forget plans and sessions an unforeseen error may have left
                     self._record_error(verdict.message)
                     self.plans.invalidate()
+                beat.activity = "retrying after an error"
                 daemon.sleep(wait)
                 continue
             if self.cfg.loop_delay <= 0 and not busy:
                 return
             if not busy:
+                beat.activity = "idle"
                 listening = [
                     c for c in (self.local, self.provider) if c is not None and not c.closed
                 ]
                 daemon.sleep(self.cfg.loop_delay, also=[c.fileno() for c in listening])
                 for conn in listening:
                     _drop_notifications(conn)
-        self.close()
 
     def _record_error(self, message: str) -> None:
         try:
@@ -233,6 +245,16 @@ class Worker:
             " (exact order)" if stats.exact_order else "",
         )  # fmt: skip
         return True
+
+
+def check_worker(cfg: JobConfig) -> None:
+    """The worker's start-up checks (run before -d detaches): the node's database answers and
+    holds the node. One line naming the fix otherwise."""
+    try:
+        with connect(cfg.db, autocommit=True, what="node database") as conn:
+            require_node(conn, cfg, verb="worker")
+    except ConnectError as e:
+        raise with_fix(e, f"'db' in {cfg.path.name}") from None
 
 
 def run_worker(cfg: JobConfig) -> None:

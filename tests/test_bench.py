@@ -14,11 +14,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "bench" / "run.py"
-SCENARIOS = {"copy", "backlog", "memory", "capture", "lag", "many"}
+SCENARIOS = {"copy", "backlog", "memory", "capture", "lag", "many", "compare"}
 # Tools that may have no run, said why in results["unavailable"]: londiste-rs "not available
 # yet", pgcopydb when its (optional) Debian package could not be installed, and londiste3 in
-# the many-tables scenario, left out as too slow.
-MAY_BE_LEFT_OUT = {("*", "ours"), ("*", "pgcopydb"), ("many", "londiste3")}
+# the many-tables scenario, left out as too slow, and native LR in compare (it has none).
+MAY_BE_LEFT_OUT = {("*", "ours"), ("*", "pgcopydb"), ("many", "londiste3"), ("compare", "logical")}
 
 
 def _stock_londiste3_missing() -> str | None:

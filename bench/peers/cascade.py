@@ -4,6 +4,7 @@ their commands and in the SQL that reads their state."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,11 @@ class CascadeLink(Link):
 
     def _run(self, *args: str) -> str:
         return procs.run([*self.cli, *args], self.log, env=self.env)
+
+    def leaf_command(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """`<tool> leaf.ini ARGS...` to completion, whatever its exit code."""
+        return procs.call([*self.cli, str(self.leaf_ini), *args], self.log, env=self.env,
+                          timeout=timeout)  # fmt: skip
 
     # -- Link ---------------------------------------------------------------------------------
     def capture(self) -> None:

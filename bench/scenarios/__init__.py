@@ -25,13 +25,15 @@ class Sizes:
     lag_rate: float  # transactions per second under steady load
     lag_seconds: float
     many_scale: float  # rows of the many-tables database (1: about 1.18M rows in 40 tables)
+    compare_scale: int  # pgbench scale of the compared table (100 000 accounts per unit)
     timeout: float  # for any one wait
 
 
 FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=250_000, capture_txns=50_000,
-             lag_rate=100, lag_seconds=10, many_scale=1, timeout=900)  # fmt: skip
+             lag_rate=100, lag_seconds=10, many_scale=1, compare_scale=10, timeout=900)  # fmt: skip
 QUICK = Sizes(runs=1, copy_scale=1, small_scale=1, backlog_txns=2_000, capture_txns=2_000,
-              lag_rate=50, lag_seconds=3, many_scale=0.05, timeout=120)  # fmt: skip
+              lag_rate=50, lag_seconds=3, many_scale=0.05, compare_scale=1,
+              timeout=120)  # fmt: skip
 
 
 @dataclass

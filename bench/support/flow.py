@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from londiste_rs.waiting import wait_for
 from peers.base import Link, Tool
@@ -33,12 +33,12 @@ def dropping(env: BenchEnv, src: Db, dst: Db) -> Iterator[tuple[Db, Db]]:
 
 
 @contextlib.contextmanager
-def replicating(env: BenchEnv, tool: Tool, scale: int, tag: str,
-                timeout: float) -> Iterator[Link]:  # fmt: skip
-    """`tool` replicating a fresh provider database into a subscriber that already holds the
-    same rows (no initial copy), in sync and applying."""
+def replicating(env: BenchEnv, tool: Tool, scale: int, tag: str, timeout: float,
+                tables: Sequence[str] = tuple(QUALIFIED)) -> Iterator[Link]:  # fmt: skip
+    """`tool` replicating `tables` of a fresh provider database into a subscriber that already
+    holds the same rows (no initial copy), in sync and applying."""
     with pair(env, scale, tag, presynced=True) as (src, dst):
-        link = tool.link(src, dst, QUALIFIED, env.logdir(f"{tag}-{src.name}"))
+        link = tool.link(src, dst, tables, env.logdir(f"{tag}-{src.name}"))
         try:
             link.capture()
             link.prepare()

@@ -14,14 +14,21 @@ class CommandFailed(RuntimeError):
     pass
 
 
-def run(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
-        timeout: float = 300) -> str:  # fmt: skip
-    """Runs a command to completion, appends its output to `log`, raises on failure."""
+def call(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Runs a command to completion and appends its output to `log`; any exit code."""
     out = subprocess.run(
         list(cmd), capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
     with log.open("a") as f:
         f.write(f"$ {' '.join(cmd)}\n{out.stdout}{out.stderr}(exit {out.returncode})\n")
+    return out
+
+
+def run(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None,
+        timeout: float = 300) -> str:  # fmt: skip
+    """Runs a command to completion, appends its output to `log`, raises on failure."""
+    out = call(cmd, log, env, timeout)
     if out.returncode != 0:
         tail = (out.stderr.strip() or out.stdout.strip())[-800:]
         raise CommandFailed(f"{' '.join(cmd[:3])} ... failed ({out.returncode}): {tail}")

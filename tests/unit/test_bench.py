@@ -41,3 +41,32 @@ def test_report_counts_only_verified_runs_and_divides_ours_by_each_peer() -> Non
     text = report.render(r, [("ours", "londiste-rs"), ("peer", "peer")], "machine", None)
     assert "3.33×" in text  # 250 ÷ 75
     assert "| peer | 3/4 |" in text
+
+
+def test_compare_counts_a_run_only_when_the_tool_answers_right() -> None:
+    import json
+    import subprocess
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from peers import Londiste3, LondisteRs
+        from scenarios import compare
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def ours(code: int, different: list[list[str]], extra: list[list[str]] | None = None) -> Any:
+        d = {"missing_here": [], "extra_here": extra or [], "different": different}
+        return subprocess.CompletedProcess([], code, json.dumps([d]), "")
+
+    rs, l3 = LondisteRs(), Londiste3()
+    assert compare._judge(rs, ours(0, []), None)[0]
+    assert compare._judge(rs, ours(1, [["42"]]), 42)[0]
+    # The changed row only, named as different, with exit 1.
+    assert not compare._judge(rs, ours(0, [["42"]]), 42)[0]
+    assert not compare._judge(rs, ours(1, [["41"]]), 42)[0]
+    assert not compare._judge(rs, ours(1, [["42"]], extra=[["7"]]), 42)[0]
+    assert not compare._judge(rs, ours(2, []), None)[0]
+    mismatch = "WARNING public.pgbench_accounts: Results do not match!"
+    assert compare._judge(l3, subprocess.CompletedProcess([], 1, "", mismatch), 42)[0]
+    assert not compare._judge(l3, subprocess.CompletedProcess([], 0, "", ""), 42)[0]
+    assert compare._judge(l3, subprocess.CompletedProcess([], 0, "", ""), None)[0]

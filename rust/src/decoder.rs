@@ -144,7 +144,7 @@ pub struct Stats {
     pub key_changes: u64,
     pub skipped_snapshot: u64,
     pub skipped_table: u64,
-    pub skipped_txid: u64,
+    pub skipped_own: u64,
     pub other_events: u64,
     pub steps: u64,
     pub step_rows: u64,
@@ -162,7 +162,7 @@ impl Stats {
             ("key_changes", self.key_changes),
             ("skipped_snapshot", self.skipped_snapshot),
             ("skipped_table", self.skipped_table),
-            ("skipped_txid", self.skipped_txid),
+            ("skipped_own", self.skipped_own),
             ("other_events", self.other_events),
             ("steps", self.steps),
             ("step_rows", self.step_rows),
@@ -197,8 +197,8 @@ struct Events {
     shape_barriers: bool,
     /// Set when the decoder stopped, until `resume`.
     barrier: Option<Barrier>,
-    /// Row events of this transaction are skipped.
-    skip_txid: Option<i64>,
+    /// Row events whose ev_id is in one of these ranges (sorted, inclusive) are skipped.
+    skip_events: Vec<(i64, i64)>,
     // Scratch buffers reused for every event.
     fields: Vec<Field>,
     old_fields: Vec<Field>,
@@ -327,7 +327,7 @@ impl BatchDecoder {
                 barrier_types: Vec::new(),
                 shape_barriers: false,
                 barrier: None,
-                skip_txid: None,
+                skip_events: Vec::new(),
                 fields: Vec::new(),
                 old_fields: Vec::new(),
                 key: Vec::new(),
@@ -436,10 +436,11 @@ impl BatchDecoder {
         Ok(walk)
     }
 
-    /// Row events of transaction `txid` are skipped (counted as skipped_txid), until this is
-    /// called again (None: none skipped).
-    pub fn set_skip_txid(&mut self, txid: Option<i64>) {
-        self.events.skip_txid = txid;
+    /// Row events whose ev_id is in one of these inclusive ranges are skipped (counted as
+    /// skipped_own), until this is called again (empty: none skipped).
+    pub fn set_skip_events(&mut self, mut ranges: Vec<(i64, i64)>) {
+        ranges.sort_unstable();
+        self.events.skip_events = ranges;
     }
 
     /// Where the decoder stopped, until `resume`.
@@ -639,8 +640,8 @@ impl Events {
             self.stats.skipped_table += 1;
             return Ok(Flow::Continue);
         };
-        if self.skip_txid == Some(txid) {
-            self.stats.skipped_txid += 1;
+        if !self.skip_events.is_empty() && self.skipped(ev_id) {
+            self.stats.skipped_own += 1;
             return Ok(Flow::Continue);
         }
         if let Some(snap) = &self.tables[ti].spec.skip_snapshot {
@@ -689,6 +690,12 @@ impl Events {
         };
         self.apply(ti, op, key_changed, encoding)?;
         Ok(Flow::Continue)
+    }
+
+    /// Whether `ev_id` is in one of the skipped ranges.
+    fn skipped(&self, ev_id: i64) -> bool {
+        let after = self.skip_events.partition_point(|&(lo, _)| lo <= ev_id);
+        after > 0 && ev_id <= self.skip_events[after - 1].1
     }
 
     /// Stops at a shape barrier before this row event (handed over again on `resume`).
@@ -1344,19 +1351,24 @@ mod tests {
     }
 
     #[test]
-    fn rows_of_a_skipped_transaction_are_left_out() {
-        let at = |txid, e: Ev| Ev { txid, ..e };
+    fn rows_in_skipped_ranges_are_left_out() {
         let evs = [
-            at(5, ins("t", 1, "a")),
-            at(6, ins("t", 2, "b")),
-            at(5, trunc("t")),
-            at(5, upd("t", 2, "c")),
+            ins("t", 1, "a"),         // 1
+            ins("t", 2, "b"),         // 2
+            trunc("t"),               // 3
+            upd("t", 2, "c"),         // 4
+            ins("t", 5, "e"),         // 5
+            ins("t", 6, "f"),         // 6
+            ev("x.other", "t", None), // 7: not a row, never skipped
         ];
         let mut d = decoder(false, &["t"]);
-        d.set_skip_txid(Some(5));
+        d.set_skip_events(vec![(5, 5), (1, 1), (3, 4), (7, 9)]);
         let steps = run(&mut d, &evs);
-        assert_eq!(summary(&steps), vec![("insert", 0, vec![2])]);
-        assert_eq!(d.stats().skipped_txid, 3);
+        assert_eq!(summary(&steps), vec![("insert", 0, vec![2, 6])]);
+        assert_eq!(d.stats().skipped_own, 4);
+        assert_eq!(d.take_other_events().len(), 1);
+        d.set_skip_events(vec![]);
+        assert!(!d.events.skipped(5));
     }
 
     #[test]

@@ -312,10 +312,10 @@ impl PyBatchDecoder {
         Ok(())
     }
 
-    /// Row events of this transaction are skipped until called again (None: none).
-    #[pyo3(signature = (txid))]
-    fn set_skip_txid(&mut self, txid: Option<i64>) {
-        self.inner.set_skip_txid(txid);
+    /// Row events whose ev_id is in one of these inclusive ranges are skipped, until called
+    /// again (empty: none).
+    fn set_skip_events(&mut self, ranges: Vec<(i64, i64)>) {
+        self.inner.set_skip_events(ranges);
     }
 
     /// `{src_oid: (dst_oid, kind, inner_src_oid)}`; replaces any earlier map.

@@ -145,9 +145,9 @@ class BatchDecoder:
     def resume(self) -> None:
         """Goes on with the input kept at the barrier (it may stop at the next one)."""
 
-    def set_skip_txid(self, txid: int | None) -> None:
-        """Row events of this transaction are skipped (stats: skipped_txid) until called
-        again; None: none."""
+    def set_skip_events(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Row events whose ev_id is in one of these inclusive ranges are skipped (stats:
+        skipped_own) until called again; empty: none."""
 
     def set_type_map(self, map: Mapping[int, tuple[int, str, int | None]]) -> None:
         """{src_oid: (dst_oid, kind, inner_src_oid)}, kind: array, composite, range,
@@ -170,7 +170,7 @@ class BatchDecoder:
 
     def stats(self) -> dict[str, int]:
         """Counters: bytes_in, events, inserts, updates, deletes, truncates, key_changes,
-        skipped_snapshot, skipped_table, skipped_txid, other_events, steps, step_rows."""
+        skipped_snapshot, skipped_table, skipped_own, other_events, steps, step_rows."""
 
 def libpq_path() -> str:
     """The file of the libpq the COPY loops call: the one loaded into the process whose

@@ -634,3 +634,37 @@ def test_a_dropped_or_retyped_column_stops_clearly_and_extra_columns_keep_workin
     finally:
         bw.close()
         lw.close()
+
+
+def test_each_attribute_kind_is_checked_against_the_node(provider_db):
+    from londiste_rs.errors import UsageError
+    from londiste_rs.pg.execattrs import need, parse_attrs, substitute
+    from londiste_rs.pg.names import name_of
+
+    provider_db.sql(
+        'create schema "S"; create table "S"."T" (id int primary key); create sequence sq;'
+        " create view vw as select 1 as x; create function f2(int, int) returns int"
+        " language sql as 'select 1'"
+    )
+    tables = {name_of('"S"."T"'): name_of("public.t_here")}
+    seqs = {name_of("public.sq")}
+
+    def run(header: str) -> tuple[bool, list[str]]:
+        with provider_db.connect() as conn:
+            n = need(conn, parse_attrs(header + "\nselect 1;"), tables, seqs, "f.sql")
+            return n.run, n.missed
+
+    assert run('--*-- Local-Table: "S"."T"\n--*-- Local-Sequence: sq') == (True, [])
+    assert run('--*-- Need-Table: "S"."T"\n--*-- Need-View: vw') == (True, [])
+    assert run('--*-- Need-Function: f2(2)\n--*-- Need-Schema: "S", public') == (True, [])
+    assert run("--*-- Need-Sequence: public.sq") == (True, [])
+    # Local-Destination: replicated here and the local table exists (t_here does not)
+    assert run('--*-- Local-Destination: "S"."T"') == (False, ['Local-Destination "S"."T"'])
+    missed = ["Need-Function f2(1)", "Need-Function nope(0)"]
+    assert run("--*-- Need-Function: f2(1), nope(0)") == (False, missed)
+    with pytest.raises(UsageError, match="match this node only in part"):
+        run("--*-- Need-View: vw, nope")
+    with provider_db.connect() as conn:
+        attrs = parse_attrs('--*-- Local-Table: "S"."T"\nalter table @"S"."T"@ add x int;')
+        got = substitute(conn, 'alter table @"S"."T"@ add x int;', attrs, tables, seqs)
+        assert got == 'alter table "public"."t_here" add x int;'

@@ -9,12 +9,18 @@
 //! its values shifted into other columns): a data event whose `ev_extra3` (the table's shape
 //! when it was captured) differs from the table's `shape`, a row with another number of
 //! fields, or a field whose type OID is not the column's, is refused with the event's id.
+//!
+//! Barriers (docs/internals.md section 4): with `shape_barriers`, such a row is not refused but
+//! stops the decoder *before* it, everything earlier flushed into steps, so the caller can
+//! apply those, give the table a spec that fits (`replace_table`) and `resume`; an event of one
+//! of the `barrier_types` (EXECUTE) stops it *after* that event. A stopped decoder keeps the
+//! rest of its input and takes no more until `resume`.
 
 use hashbrown::HashMap;
 
 use crate::coalesce::KeyedRows;
 use crate::exact::ExactRuns;
-use crate::pgcopy::read::{CopyReader, FeedError, StreamError, Tuple};
+use crate::pgcopy::read::{CopyReader, FeedError, Flow, StreamError, Tuple};
 use crate::pgcopy::write::EncodeError;
 use crate::record::{parse_record, Field, RecordError};
 use crate::snapshot::Snapshot;
@@ -76,6 +82,46 @@ pub struct TableSpec {
     /// The source columns' type OIDs, in payload order (empty: not checked; 0: that column
     /// not checked, as for user-defined types, whose OIDs differ between the nodes).
     pub col_types: Vec<u32>,
+    /// With `shape_barriers`: every row event of the table (whatever its shape, none
+    /// included) stops the decoder at a shape barrier; truncates go on.
+    pub blocked: bool,
+}
+
+/// Why the decoder stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarrierKind {
+    /// After an event of one of the barrier types.
+    Event,
+    /// Before a row event its table's spec does not fit (another shape, a blocked table, or
+    /// fields of another number or type).
+    Shape,
+}
+
+impl BarrierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BarrierKind::Event => "event",
+            BarrierKind::Shape => "shape",
+        }
+    }
+}
+
+/// Where and why the decoder stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Barrier {
+    pub kind: BarrierKind,
+    pub ev_id: i64,
+    pub txid: i64,
+    pub ev_type: String,
+    /// Shape: the table (its name as added).
+    pub table: Option<String>,
+    /// Shape: the event's `ev_extra3`.
+    pub shape: Option<String>,
+    /// Shape: why the row does not fit, when its shape is not the reason.
+    pub problem: Option<String>,
+    pub extra1: Option<String>,
+    pub extra2: Option<Vec<u8>>,
+    pub data: Option<Vec<u8>>,
 }
 
 /// A non-data event (cascade and bookkeeping events), for the worker.
@@ -98,13 +144,14 @@ pub struct Stats {
     pub key_changes: u64,
     pub skipped_snapshot: u64,
     pub skipped_table: u64,
+    pub skipped_own: u64,
     pub other_events: u64,
     pub steps: u64,
     pub step_rows: u64,
 }
 
 impl Stats {
-    pub fn items(&self) -> [(&'static str, u64); 12] {
+    pub fn items(&self) -> [(&'static str, u64); 13] {
         [
             ("bytes_in", self.bytes_in),
             ("events", self.events),
@@ -115,6 +162,7 @@ impl Stats {
             ("key_changes", self.key_changes),
             ("skipped_snapshot", self.skipped_snapshot),
             ("skipped_table", self.skipped_table),
+            ("skipped_own", self.skipped_own),
             ("other_events", self.other_events),
             ("steps", self.steps),
             ("step_rows", self.step_rows),
@@ -144,6 +192,13 @@ struct Events {
     ready_bytes: usize,
     other: Vec<OtherEvent>,
     stats: Stats,
+    /// Event types that stop the decoder after them.
+    barrier_types: Vec<Vec<u8>>,
+    shape_barriers: bool,
+    /// Set when the decoder stopped, until `resume`.
+    barrier: Option<Barrier>,
+    /// Row events whose ev_id is in one of these ranges (sorted, inclusive) are skipped.
+    skip_events: Vec<(i64, i64)>,
     // Scratch buffers reused for every event.
     fields: Vec<Field>,
     old_fields: Vec<Field>,
@@ -181,9 +236,9 @@ impl KeyRecord<'_> {
         spec: &TableSpec,
         walk: &[bool],
         type_map: &TypeMap,
-    ) -> Result<(), String> {
+    ) -> Result<(), RowError> {
         if self.fields.len() != spec.key_cols.len() {
-            return Err(format!(
+            return Err(RowError::Misfit(format!(
                 "{} of table {} {} {} {}, expected {}",
                 self.what.0,
                 spec.name,
@@ -191,12 +246,20 @@ impl KeyRecord<'_> {
                 self.fields.len(),
                 self.what.2,
                 spec.key_cols.len()
-            ));
+            )));
         }
         let picks = spec.key_cols.iter().copied().enumerate();
         gather(dst, self.payload, self.fields, picks, walk, type_map)
-            .map_err(|e| format!("table {}: {e}", spec.name))
+            .map_err(|e| RowError::Bad(format!("table {}: {e}", spec.name)))
     }
+}
+
+/// Why a row event could not be decoded.
+enum RowError {
+    /// Its fields do not fit the table's spec (number, built-in types): a shape barrier.
+    Misfit(String),
+    /// It is malformed.
+    Bad(String),
 }
 
 /// Refuses a field whose type is not its column's (the column's type changed on the provider
@@ -261,6 +324,10 @@ impl BatchDecoder {
                 ready_bytes: 0,
                 other: Vec::new(),
                 stats: Stats::default(),
+                barrier_types: Vec::new(),
+                shape_barriers: false,
+                barrier: None,
+                skip_events: Vec::new(),
                 fields: Vec::new(),
                 old_fields: Vec::new(),
                 key: Vec::new(),
@@ -272,12 +339,56 @@ impl BatchDecoder {
         }
     }
 
+    /// Stops at events of these types (after them) and, with `shape_barriers`, before a row
+    /// its table's spec does not fit, instead of refusing it.
+    pub fn set_barriers(&mut self, types: Vec<String>, shape_barriers: bool) {
+        self.events.barrier_types = types.into_iter().map(String::into_bytes).collect();
+        self.events.shape_barriers = shape_barriers;
+    }
+
     pub fn add_table(&mut self, spec: TableSpec) -> Result<(), DecodeError> {
-        let usage = |msg: String| Err(DecodeError::Usage(format!("table {}: {msg}", spec.name)));
+        let walk = self.check_spec(&spec)?;
         let ev = &mut self.events;
         if ev.by_name.contains_key(spec.name.as_bytes()) {
-            return usage("added twice".into());
+            return Err(DecodeError::Usage(format!(
+                "table {}: added twice",
+                spec.name
+            )));
         }
+        ev.by_name
+            .insert(spec.name.as_bytes().to_vec(), ev.tables.len());
+        ev.tables.push(Table {
+            nkeys: spec.key_cols.len() as u16,
+            nout: spec.out_cols.len() as u16,
+            spec,
+            walk,
+            rows: KeyedRows::new(),
+        });
+        Ok(())
+    }
+
+    /// Gives an added table another spec (same name), keeping its place in the apply order;
+    /// what is pending is flushed into steps first (they were made with the old spec).
+    pub fn replace_table(&mut self, spec: TableSpec) -> Result<(), DecodeError> {
+        let walk = self.check_spec(&spec)?;
+        let Some(&ti) = self.events.by_name.get(spec.name.as_bytes()) else {
+            return Err(DecodeError::Usage(format!(
+                "table {}: replace_table of a table never added",
+                spec.name
+            )));
+        };
+        self.events.flush()?;
+        let t = &mut self.events.tables[ti];
+        t.nkeys = spec.key_cols.len() as u16;
+        t.nout = spec.out_cols.len() as u16;
+        t.spec = spec;
+        t.walk = walk;
+        Ok(())
+    }
+
+    /// Checks a spec; returns its per-column walk flags.
+    fn check_spec(&self, spec: &TableSpec) -> Result<Vec<bool>, DecodeError> {
+        let usage = |msg: String| Err(DecodeError::Usage(format!("table {}: {msg}", spec.name)));
         if spec.ncols == 0 || spec.ncols > MAX_COLUMNS {
             return usage(format!(
                 "ncols must be 1..{MAX_COLUMNS}, not {}",
@@ -293,6 +404,9 @@ impl BatchDecoder {
                 spec.col_types.len(),
                 spec.ncols
             ));
+        }
+        if spec.blocked && !self.events.shape_barriers {
+            return usage("blocked needs shape barriers".into());
         }
         for (what, cols) in [
             ("key_cols", &spec.key_cols),
@@ -319,16 +433,27 @@ impl BatchDecoder {
         for &c in &spec.walk_cols {
             walk[c] = true;
         }
-        ev.by_name
-            .insert(spec.name.as_bytes().to_vec(), ev.tables.len());
-        ev.tables.push(Table {
-            nkeys: spec.key_cols.len() as u16,
-            nout: spec.out_cols.len() as u16,
-            spec,
-            walk,
-            rows: KeyedRows::new(),
-        });
-        Ok(())
+        Ok(walk)
+    }
+
+    /// Row events whose ev_id is in one of these inclusive ranges are skipped (counted as
+    /// skipped_own), until this is called again (empty: none skipped).
+    pub fn set_skip_events(&mut self, mut ranges: Vec<(i64, i64)>) {
+        ranges.sort_unstable();
+        self.events.skip_events = ranges;
+    }
+
+    /// Where the decoder stopped, until `resume`.
+    pub fn barrier(&self) -> Option<&Barrier> {
+        self.events.barrier.as_ref()
+    }
+
+    /// Goes on after a barrier with the input kept; it may stop at the next one.
+    pub fn resume(&mut self) -> Result<(), DecodeError> {
+        if self.events.barrier.take().is_none() {
+            return Err(DecodeError::Usage("resume() without a barrier".into()));
+        }
+        self.parse(&[])
     }
 
     pub fn set_type_map(&mut self, map: TypeMap) {
@@ -348,15 +473,24 @@ impl BatchDecoder {
         if self.finished {
             return Err(DecodeError::Usage("feed() after finish()".into()));
         }
+        if self.events.barrier.is_some() {
+            return Err(DecodeError::Usage(
+                "feed() while stopped at a barrier: resume() first".into(),
+            ));
+        }
+        self.events.stats.bytes_in += chunk.len() as u64;
+        self.parse(chunk)
+    }
+
+    fn parse(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
         if self.failed {
             return Err(DecodeError::Usage(
                 "feed() after an error: decode the batch again with a new decoder".into(),
             ));
         }
-        self.events.stats.bytes_in += chunk.len() as u64;
         let events = &mut self.events;
-        let result = self.reader.feed(chunk, |t| events.on_tuple(t));
-        result.map_err(|e| {
+        let result = self.reader.feed_until(chunk, |t| events.on_tuple(t));
+        result.map(|_| ()).map_err(|e| {
             self.failed = true;
             match e {
                 FeedError::Copy(c) => DecodeError::Stream(c),
@@ -367,6 +501,11 @@ impl BatchDecoder {
 
     /// Ends the input: it must have ended after a stream trailer.
     pub fn finish(&mut self) -> Result<(), DecodeError> {
+        if self.events.barrier.is_some() {
+            return Err(DecodeError::Usage(
+                "finish() while stopped at a barrier: resume() first".into(),
+            ));
+        }
         self.reader.finish().map_err(DecodeError::Stream)?;
         self.finished = true;
         Ok(())
@@ -443,7 +582,7 @@ impl Events {
         Ok(())
     }
 
-    fn on_tuple(&mut self, t: &Tuple<'_>) -> Result<(), DecodeError> {
+    fn on_tuple(&mut self, t: &Tuple<'_>) -> Result<Flow, DecodeError> {
         self.stats.events += 1;
         let index = self.stats.events;
         if t.len() != EVENT_COLUMNS {
@@ -468,6 +607,22 @@ impl Events {
         let op = match ev_type {
             [op @ (b'I' | b'U' | b'D' | b'R')] => *op,
             _ => {
+                if self.barrier_types.iter().any(|b| b == ev_type) {
+                    self.flush()?;
+                    self.barrier = Some(Barrier {
+                        kind: BarrierKind::Event,
+                        ev_id,
+                        txid,
+                        ev_type: String::from_utf8_lossy(ev_type).into_owned(),
+                        table: None,
+                        shape: None,
+                        problem: None,
+                        extra1: t.field(3).map(|b| String::from_utf8_lossy(b).into_owned()),
+                        extra2: t.field(5).map(<[u8]>::to_vec),
+                        data: t.field(4).map(<[u8]>::to_vec),
+                    });
+                    return Ok(Flow::StopAfter);
+                }
                 self.stats.other_events += 1;
                 self.other.push(OtherEvent {
                     ev_id,
@@ -475,7 +630,7 @@ impl Events {
                     extra1: t.field(3).map(|b| String::from_utf8_lossy(b).into_owned()),
                     data: t.field(4).map(<[u8]>::to_vec),
                 });
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         };
         let name = t
@@ -483,16 +638,27 @@ impl Events {
             .ok_or_else(|| bad("data event without a table name (ev_extra1)".into()))?;
         let Some(&ti) = self.by_name.get(name) else {
             self.stats.skipped_table += 1;
-            return Ok(());
+            return Ok(Flow::Continue);
         };
+        if !self.skip_events.is_empty() && self.skipped(ev_id) {
+            self.stats.skipped_own += 1;
+            return Ok(Flow::Continue);
+        }
         if let Some(snap) = &self.tables[ti].spec.skip_snapshot {
             if snap.visible(txid as u64) {
                 self.stats.skipped_snapshot += 1;
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         }
         let spec = &self.tables[ti].spec;
-        if let (Some(want), Some(got), true) = (&spec.shape, t.field(7), op != b'R') {
+        let got = t.field(7);
+        if op != b'R' && self.shape_barriers {
+            let differs = spec.blocked
+                || matches!((&spec.shape, got), (Some(want), Some(got)) if got != want.as_slice());
+            if differs {
+                return self.stop_before(ti, ev_id, txid, op, got, None);
+            }
+        } else if let (Some(want), Some(got), true) = (&spec.shape, got, op != b'R') {
             if got != want.as_slice() {
                 return Err(bad(format!(
                     "table {} had other columns when this event was captured (shape {}, now {}): \
@@ -510,14 +676,53 @@ impl Events {
             self.stats.truncates += 1;
             self.flush()?;
             self.ready.push(Step::truncate(ti));
-            return Ok(());
+            return Ok(Flow::Continue);
         }
         let data = t
             .field(4)
             .ok_or_else(|| bad(format!("{} event with NULL ev_data", op as char)))?;
-        let key_changed = self.decode_row(ti, op, data, t.field(5)).map_err(bad)?;
+        let key_changed = match self.decode_row(ti, op, data, t.field(5)) {
+            Ok(changed) => changed,
+            Err(RowError::Misfit(problem)) if self.shape_barriers => {
+                return self.stop_before(ti, ev_id, txid, op, got, Some(problem));
+            }
+            Err(RowError::Misfit(problem) | RowError::Bad(problem)) => return Err(bad(problem)),
+        };
         self.apply(ti, op, key_changed, encoding)?;
-        Ok(())
+        Ok(Flow::Continue)
+    }
+
+    /// Whether `ev_id` is in one of the skipped ranges.
+    fn skipped(&self, ev_id: i64) -> bool {
+        let after = self.skip_events.partition_point(|&(lo, _)| lo <= ev_id);
+        after > 0 && ev_id <= self.skip_events[after - 1].1
+    }
+
+    /// Stops at a shape barrier before this row event (handed over again on `resume`).
+    fn stop_before(
+        &mut self,
+        ti: usize,
+        ev_id: i64,
+        txid: i64,
+        op: u8,
+        shape: Option<&[u8]>,
+        problem: Option<String>,
+    ) -> Result<Flow, DecodeError> {
+        self.flush()?;
+        self.stats.events -= 1; // counted again when it is read again
+        self.barrier = Some(Barrier {
+            kind: BarrierKind::Shape,
+            ev_id,
+            txid,
+            ev_type: (op as char).to_string(),
+            table: Some(self.tables[ti].spec.name.clone()),
+            shape: shape.map(|b| String::from_utf8_lossy(b).into_owned()),
+            problem,
+            extra1: None,
+            extra2: None,
+            data: None,
+        });
+        Ok(Flow::StopBefore)
     }
 
     /// Fills `self.key` and (I/U) `self.row`, and `self.old_key` for a key change (returned).
@@ -527,18 +732,18 @@ impl Events {
         op: u8,
         data: &[u8],
         old_key: Option<&[u8]>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RowError> {
         let table = &self.tables[ti];
         let spec = &table.spec;
-        let record = |e: RecordError| format!("ev_data of table {}: {e}", spec.name);
-        let types = |e: TypeMapError| format!("table {}: {e}", spec.name);
+        let record = |e: RecordError| RowError::Bad(format!("ev_data of table {}: {e}", spec.name));
+        let types = |e: TypeMapError| RowError::Bad(format!("table {}: {e}", spec.name));
         parse_record(data, &mut self.fields).map_err(record)?;
         let cols: Vec<usize> = if op == b'D' {
             spec.key_cols.clone()
         } else {
             (0..self.fields.len()).collect()
         };
-        check_types(spec, &self.fields, &cols)?;
+        check_types(spec, &self.fields, &cols).map_err(RowError::Misfit)?;
         if op == b'D' {
             let key = KeyRecord {
                 what: ("delete", "carries", "key fields"),
@@ -549,13 +754,13 @@ impl Events {
             return Ok(false);
         }
         if self.fields.len() != spec.ncols {
-            return Err(format!(
+            return Err(RowError::Misfit(format!(
                 "row of table {} has {} fields, expected {} (did its columns change without \
                  the subscriber being told?)",
                 spec.name,
                 self.fields.len(),
                 spec.ncols
-            ));
+            )));
         }
         let picks = spec.key_cols.iter().map(|&c| (c, c));
         gather(
@@ -580,9 +785,10 @@ impl Events {
         let Some(old) = old_key.filter(|_| op == b'U') else {
             return Ok(false);
         };
-        parse_record(old, &mut self.old_fields)
-            .map_err(|e| format!("old key (ev_extra2) of table {}: {e}", spec.name))?;
-        check_types(spec, &self.old_fields, &spec.key_cols)?;
+        parse_record(old, &mut self.old_fields).map_err(|e| {
+            RowError::Bad(format!("old key (ev_extra2) of table {}: {e}", spec.name))
+        })?;
+        check_types(spec, &self.old_fields, &spec.key_cols).map_err(RowError::Misfit)?;
         let key = KeyRecord {
             what: ("old key", "has", "fields"),
             payload: old,
@@ -971,6 +1177,198 @@ mod tests {
             err.starts_with("table t: col_types has 1 types for 2 columns"),
             "{err}"
         );
+    }
+
+    /// Feeds `s` in chunks cut at `cuts`, calling `at` at each barrier (then resuming);
+    /// returns every step in order.
+    fn run_barriers(
+        d: &mut BatchDecoder,
+        s: &[u8],
+        cuts: &[usize],
+        mut at: impl FnMut(&mut BatchDecoder, &Barrier),
+    ) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain([s.len()].iter()) {
+            d.feed(&s[start..end]).unwrap();
+            start = end;
+            while let Some(b) = d.barrier().cloned() {
+                steps.extend(d.drain().unwrap());
+                at(d, &b);
+                d.resume().unwrap();
+            }
+        }
+        d.finish().unwrap();
+        steps.extend(d.drain().unwrap());
+        steps
+    }
+
+    #[test]
+    fn an_event_barrier_stops_after_the_event_with_everything_before_flushed() {
+        let exec = Ev {
+            txid: 77,
+            data: Some(b"alter table t add c int".to_vec()),
+            extra2: Some(b"force=1".to_vec()),
+            ..ev("EXECUTE", "f.sql", None)
+        };
+        let evs = [
+            ins("t", 1, "a"),
+            exec,
+            ev("pgq.other", "x", None),
+            ins("t", 2, "b"),
+        ];
+        let s = stream(&evs);
+        for cut in 0..=s.len() {
+            let mut d = decoder(false, &["t"]);
+            d.set_barriers(vec!["EXECUTE".into()], false);
+            let mut seen = Vec::new();
+            let steps = run_barriers(&mut d, &s, &[cut], |d, b| {
+                // steps before the barrier were drained already: nothing is pending
+                assert_eq!(d.pending_bytes(), d.events.ready_bytes + d.reader.carried());
+                seen.push(b.clone());
+            });
+            assert_eq!(
+                summary(&steps),
+                vec![("insert", 0, vec![1]), ("insert", 0, vec![2])],
+                "cut {cut}"
+            );
+            assert_eq!(seen.len(), 1);
+            let b = &seen[0];
+            assert_eq!((b.kind, b.ev_id, b.txid), (BarrierKind::Event, 2, 77));
+            assert_eq!(b.ev_type, "EXECUTE");
+            assert_eq!(b.extra1.as_deref(), Some("f.sql"));
+            assert_eq!(b.extra2.as_deref(), Some(&b"force=1"[..]));
+            assert_eq!(b.data.as_deref(), Some(&b"alter table t add c int"[..]));
+            assert_eq!(d.stats().events, 4);
+            assert_eq!(d.take_other_events().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_shape_barrier_stops_before_the_row_and_a_new_spec_decodes_it() {
+        let shaped = |shape: &'static str, e: Ev| Ev {
+            shape: Some(shape),
+            ..e
+        };
+        let three = |id: i32| {
+            build_record(&[
+                (INT4, Some(&id.to_be_bytes())),
+                (TEXT, Some(b"v")),
+                (INT4, Some(&[0, 0, 0, 9])),
+            ])
+        };
+        let evs = [
+            shaped("s0", ins("t", 1, "a")),
+            shaped("s1", ev("I", "t", Some(three(2)))),
+            shaped("s1", upd("t", 1, "b")), // another shape again: a second barrier
+            shaped("s1", ev("I", "t", Some(three(3)))),
+        ];
+        let s = stream(&evs);
+        for exact in [false, true] {
+            for cut in 0..=s.len() {
+                let mut d = BatchDecoder::new(1 << 20, exact);
+                d.set_barriers(vec![], true);
+                d.add_table(TableSpec {
+                    shape: Some(b"s0".to_vec()),
+                    col_types: vec![INT4, TEXT],
+                    ..spec("t")
+                })
+                .unwrap();
+                let mut seen = Vec::new();
+                let steps = run_barriers(&mut d, &s, &[cut], |d, b| {
+                    seen.push((b.ev_id, b.shape.clone(), b.problem.clone()));
+                    let wide = b
+                        .problem
+                        .as_deref()
+                        .is_none_or(|p| p.contains("has 3 fields"));
+                    d.replace_table(TableSpec {
+                        ncols: if wide { 3 } else { 2 },
+                        out_cols: if wide { vec![0, 2] } else { vec![0, 1] },
+                        shape: Some(b"s1".to_vec()),
+                        col_types: if wide { vec![INT4, TEXT, INT4] } else { vec![] },
+                        ..spec("t")
+                    })
+                    .unwrap();
+                });
+                // event 2 has another shape; event 3 has the new shape but 2 fields
+                assert_eq!(seen.len(), 3, "cut {cut}");
+                assert_eq!(seen[0], (2, Some("s1".into()), None));
+                assert_eq!(seen[1].0, 3);
+                assert!(seen[1]
+                    .2
+                    .as_deref()
+                    .unwrap()
+                    .contains("has 2 fields, expected 3"));
+                assert_eq!(seen[2].0, 4);
+                assert!(seen[2]
+                    .2
+                    .as_deref()
+                    .unwrap()
+                    .contains("has 3 fields, expected 2"));
+                let kinds: Vec<_> = summary(&steps).into_iter().map(|s| s.2).collect();
+                assert_eq!(kinds, vec![vec![1], vec![2], vec![1], vec![3]], "cut {cut}");
+                assert_eq!(d.stats().events, 4);
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_table_stops_every_row_but_not_truncates() {
+        let mut d = BatchDecoder::new(1 << 20, false);
+        let blocked = TableSpec {
+            blocked: true,
+            ..spec("t")
+        };
+        let err = d.add_table(blocked.clone()).unwrap_err().to_string();
+        assert!(err.contains("blocked needs shape barriers"), "{err}");
+        d.set_barriers(vec![], true);
+        d.add_table(blocked).unwrap();
+        d.feed(&stream(&[trunc("t"), ins("t", 1, "a")])).unwrap();
+        let b = d.barrier().unwrap().clone();
+        assert_eq!((b.kind, b.ev_id, b.shape), (BarrierKind::Shape, 2, None));
+        assert_eq!(summary(&d.drain().unwrap()), vec![("truncate", 0, vec![])]);
+        assert!(d
+            .feed(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("resume() first"));
+        assert!(d
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("resume() first"));
+        d.replace_table(spec("t")).unwrap();
+        d.resume().unwrap();
+        assert!(d
+            .resume()
+            .unwrap_err()
+            .to_string()
+            .contains("without a barrier"));
+        d.finish().unwrap();
+        assert_eq!(summary(&d.drain().unwrap()), vec![("insert", 0, vec![1])]);
+        let err = d.replace_table(spec("u")).unwrap_err().to_string();
+        assert!(err.contains("never added"), "{err}");
+    }
+
+    #[test]
+    fn rows_in_skipped_ranges_are_left_out() {
+        let evs = [
+            ins("t", 1, "a"),         // 1
+            ins("t", 2, "b"),         // 2
+            trunc("t"),               // 3
+            upd("t", 2, "c"),         // 4
+            ins("t", 5, "e"),         // 5
+            ins("t", 6, "f"),         // 6
+            ev("x.other", "t", None), // 7: not a row, never skipped
+        ];
+        let mut d = decoder(false, &["t"]);
+        d.set_skip_events(vec![(5, 5), (1, 1), (3, 4), (7, 9)]);
+        let steps = run(&mut d, &evs);
+        assert_eq!(summary(&steps), vec![("insert", 0, vec![2, 6])]);
+        assert_eq!(d.stats().skipped_own, 4);
+        assert_eq!(d.take_other_events().len(), 1);
+        d.set_skip_events(vec![]);
+        assert!(!d.events.skipped(5));
     }
 
     #[test]

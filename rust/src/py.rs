@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::decoder::{self, DecodeError, TableSpec};
+use crate::decoder::{self, Barrier, DecodeError, TableSpec};
 use crate::pgcopy::write::{CopyWriter, EncodeError};
 use crate::pq;
 use crate::snapshot::Snapshot;
@@ -135,6 +135,75 @@ impl PyStep {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn table_spec(
+    name: String,
+    ncols: usize,
+    key_cols: Vec<usize>,
+    out_cols: Vec<usize>,
+    walk_cols: Vec<usize>,
+    skip_snapshot: Option<(u64, u64, Vec<u64>)>,
+    shape: Option<String>,
+    col_types: Vec<u32>,
+    blocked: bool,
+) -> TableSpec {
+    TableSpec {
+        name,
+        ncols,
+        key_cols,
+        out_cols,
+        walk_cols,
+        skip_snapshot: skip_snapshot.map(|(xmin, xmax, xip)| Snapshot::new(xmin, xmax, xip)),
+        shape: shape.map(String::into_bytes),
+        col_types,
+        blocked,
+    }
+}
+
+/// Where a decoder stopped: after an event of a barrier type ("event"), or before a row event
+/// its table's spec does not fit ("shape").
+#[pyclass(name = "Barrier", module = "londiste_rs._native", frozen, get_all)]
+struct PyBarrier {
+    kind: &'static str,
+    ev_id: i64,
+    txid: i64,
+    ev_type: String,
+    table: Option<String>,
+    shape: Option<String>,
+    problem: Option<String>,
+    extra1: Option<String>,
+    extra2: Option<Py<PyBytes>>,
+    data: Option<Py<PyBytes>>,
+}
+
+impl PyBarrier {
+    fn new(py: Python<'_>, b: &Barrier) -> Self {
+        let bytes = |v: &Option<Vec<u8>>| v.as_ref().map(|d| PyBytes::new(py, d).unbind());
+        PyBarrier {
+            kind: b.kind.as_str(),
+            ev_id: b.ev_id,
+            txid: b.txid,
+            ev_type: b.ev_type.clone(),
+            table: b.table.clone(),
+            shape: b.shape.clone(),
+            problem: b.problem.clone(),
+            extra1: b.extra1.clone(),
+            extra2: bytes(&b.extra2),
+            data: bytes(&b.data),
+        }
+    }
+}
+
+#[pymethods]
+impl PyBarrier {
+    fn __repr__(&self) -> String {
+        format!(
+            "Barrier({}, ev_id={}, ev_type={:?}, table={:?})",
+            self.kind, self.ev_id, self.ev_type, self.table
+        )
+    }
+}
+
 /// Decodes a batch's events (binary COPY of ev_id, ev_txid, ev_type, ev_extra1, ev_data,
 /// ev_extra2, ev_extra4) into apply steps; see docs/internals.md section 4.
 #[pyclass(name = "BatchDecoder", module = "londiste_rs._native")]
@@ -145,21 +214,29 @@ struct PyBatchDecoder {
 #[pymethods]
 impl PyBatchDecoder {
     #[new]
-    #[pyo3(signature = (chunk_bytes = 64 << 20, exact_order = false))]
-    fn new(chunk_bytes: usize, exact_order: bool) -> PyResult<Self> {
+    #[pyo3(signature = (
+        chunk_bytes = 64 << 20, exact_order = false, barrier_types = Vec::new(),
+        shape_barriers = false
+    ))]
+    fn new(
+        chunk_bytes: usize,
+        exact_order: bool,
+        barrier_types: Vec<String>,
+        shape_barriers: bool,
+    ) -> PyResult<Self> {
         if chunk_bytes == 0 {
             return Err(PyValueError::new_err("chunk_bytes must be positive"));
         }
-        Ok(PyBatchDecoder {
-            inner: decoder::BatchDecoder::new(chunk_bytes, exact_order),
-        })
+        let mut inner = decoder::BatchDecoder::new(chunk_bytes, exact_order);
+        inner.set_barriers(barrier_types, shape_barriers);
+        Ok(PyBatchDecoder { inner })
     }
 
     // Python's keyword arguments, one per TableSpec field
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
         name, ncols, key_cols, out_cols, walk_cols = Vec::new(), skip_snapshot = None,
-        shape = None, col_types = Vec::new()
+        shape = None, col_types = Vec::new(), blocked = false
     ))]
     fn add_table(
         &mut self,
@@ -171,18 +248,74 @@ impl PyBatchDecoder {
         skip_snapshot: Option<(u64, u64, Vec<u64>)>,
         shape: Option<String>,
         col_types: Vec<u32>,
+        blocked: bool,
     ) -> PyResult<()> {
-        self.inner.add_table(TableSpec {
+        let spec = table_spec(
             name,
             ncols,
             key_cols,
             out_cols,
             walk_cols,
-            skip_snapshot: skip_snapshot.map(|(xmin, xmax, xip)| Snapshot::new(xmin, xmax, xip)),
-            shape: shape.map(String::into_bytes),
+            skip_snapshot,
+            shape,
             col_types,
-        })?;
+            blocked,
+        );
+        self.inner.add_table(spec)?;
         Ok(())
+    }
+
+    /// Another spec for a table added before (same arguments as add_table); what is pending
+    /// is flushed into steps first.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        name, ncols, key_cols, out_cols, walk_cols = Vec::new(), skip_snapshot = None,
+        shape = None, col_types = Vec::new(), blocked = false
+    ))]
+    fn replace_table(
+        &mut self,
+        name: String,
+        ncols: usize,
+        key_cols: Vec<usize>,
+        out_cols: Vec<usize>,
+        walk_cols: Vec<usize>,
+        skip_snapshot: Option<(u64, u64, Vec<u64>)>,
+        shape: Option<String>,
+        col_types: Vec<u32>,
+        blocked: bool,
+    ) -> PyResult<()> {
+        let spec = table_spec(
+            name,
+            ncols,
+            key_cols,
+            out_cols,
+            walk_cols,
+            skip_snapshot,
+            shape,
+            col_types,
+            blocked,
+        );
+        self.inner.replace_table(spec)?;
+        Ok(())
+    }
+
+    /// Where the decoder stopped (None: it did not).
+    fn barrier(&self, py: Python<'_>) -> Option<PyBarrier> {
+        self.inner.barrier().map(|b| PyBarrier::new(py, b))
+    }
+
+    /// Goes on after a barrier with the input kept (it may stop at the next one).
+    fn resume(&mut self, py: Python<'_>) -> PyResult<()> {
+        let inner = &mut self.inner;
+        let carried = inner.pending_bytes();
+        run_detached(py, carried, || inner.resume())?;
+        Ok(())
+    }
+
+    /// Row events whose ev_id is in one of these inclusive ranges are skipped, until called
+    /// again (empty: none).
+    fn set_skip_events(&mut self, ranges: Vec<(i64, i64)>) {
+        self.inner.set_skip_events(ranges);
     }
 
     /// `{src_oid: (dst_oid, kind, inner_src_oid)}`; replaces any earlier map.
@@ -475,6 +608,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(relay, m)?)?;
     m.add_class::<PyReadAhead>()?;
     m.add_class::<PyStep>()?;
+    m.add_class::<PyBarrier>()?;
     m.add("StepKind", step_kinds(m.py())?.class.bind(m.py()))?;
     add_testing(m)?;
     Ok(())

@@ -104,6 +104,7 @@ pub(crate) fn spec(name: &str) -> TableSpec {
         skip_snapshot: None,
         shape: None,
         col_types: vec![],
+        blocked: false,
     }
 }
 

@@ -12,6 +12,7 @@ from typing_extensions import Buffer
 from londiste_rs._native import _testing as _testing
 
 __all__ = [
+    "Barrier",
     "BatchDecoder",
     "ReadAhead",
     "Step",
@@ -57,6 +58,35 @@ class Step:
         """None, or the client encoding the payload's text is in."""
 
 @final
+class Barrier:
+    """Where a `BatchDecoder` stopped (docs/internals.md, section 4): `kind` "event", just
+    after an event of one of its `barrier_types` (ev_type, extra1, extra2, data: the event's);
+    or "shape", just before a row event its table's spec does not fit (`table`; `shape`: the
+    event's ev_extra3; `problem`: why its fields do not fit, None when only the shape
+    differs or the table is blocked)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def ev_id(self) -> int: ...
+    @property
+    def txid(self) -> int: ...
+    @property
+    def ev_type(self) -> str: ...
+    @property
+    def table(self) -> str | None: ...
+    @property
+    def shape(self) -> str | None: ...
+    @property
+    def problem(self) -> str | None: ...
+    @property
+    def extra1(self) -> str | None: ...
+    @property
+    def extra2(self) -> bytes | None: ...
+    @property
+    def data(self) -> bytes | None: ...
+
+@final
 class BatchDecoder:
     """Decodes a batch's events into apply steps (docs/internals.md, section 4).
 
@@ -66,8 +96,17 @@ class BatchDecoder:
     unusable.
     """
 
-    def __new__(cls, chunk_bytes: int = ..., exact_order: bool = False) -> Self:
-        """chunk_bytes (default 64 MiB): drain threshold and largest step payload."""
+    def __new__(
+        cls,
+        chunk_bytes: int = ...,
+        exact_order: bool = False,
+        barrier_types: Sequence[str] = ...,
+        shape_barriers: bool = False,
+    ) -> Self:
+        """chunk_bytes (default 64 MiB): drain threshold and largest step payload.
+        barrier_types: event types the decoder stops after (`barrier()`); shape_barriers:
+        a row its table's spec does not fit stops the decoder before it instead of being
+        refused."""
     def add_table(
         self,
         name: str,
@@ -78,10 +117,37 @@ class BatchDecoder:
         skip_snapshot: tuple[int, int, Sequence[int]] | None = None,
         shape: str | None = None,
         col_types: Sequence[int] = ...,
+        blocked: bool = False,
     ) -> None:
         """Replicate events whose ev_extra1 is `name`; indices are full-row field positions.
         `shape`: refuse events whose ev_extra3 is another one; `col_types`: the source
-        columns' type OIDs (0: not checked), a field of another type is refused."""
+        columns' type OIDs (0: not checked), a field of another type is refused. `blocked`
+        (shape barriers only): every row event of the table stops the decoder."""
+
+    def replace_table(
+        self,
+        name: str,
+        ncols: int,
+        key_cols: Sequence[int],
+        out_cols: Sequence[int],
+        walk_cols: Sequence[int] = ...,
+        skip_snapshot: tuple[int, int, Sequence[int]] | None = None,
+        shape: str | None = None,
+        col_types: Sequence[int] = ...,
+        blocked: bool = False,
+    ) -> None:
+        """Another spec for a table added before, keeping its place in the apply order;
+        what is pending is flushed into steps first."""
+
+    def barrier(self) -> Barrier | None:
+        """Where the decoder stopped; it takes no input until `resume()`."""
+
+    def resume(self) -> None:
+        """Goes on with the input kept at the barrier (it may stop at the next one)."""
+
+    def set_skip_events(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Row events whose ev_id is in one of these inclusive ranges are skipped (stats:
+        skipped_own) until called again; empty: none."""
 
     def set_type_map(self, map: Mapping[int, tuple[int, str, int | None]]) -> None:
         """{src_oid: (dst_oid, kind, inner_src_oid)}, kind: array, composite, range,
@@ -104,7 +170,7 @@ class BatchDecoder:
 
     def stats(self) -> dict[str, int]:
         """Counters: bytes_in, events, inserts, updates, deletes, truncates, key_changes,
-        skipped_snapshot, skipped_table, other_events, steps, step_rows."""
+        skipped_snapshot, skipped_table, skipped_own, other_events, steps, step_rows."""
 
 def libpq_path() -> str:
     """The file of the libpq the COPY loops call: the one loaded into the process whose

@@ -173,8 +173,10 @@ def _stop_copy_out(conn: psycopg.Connection[Any], reader: ReadAhead | None = Non
             with contextlib.suppress(CopySourceFailed):  # the cancel fails the COPY
                 reader.close()
         pg = conn.pgconn
-        while (n := pg.get_copy_data(0)[0]) >= 0:
-            if n == 0:
-                _wait(pg)
-                pg.consume_input()
-        _results(conn)
+        # (raises "no COPY in progress" when the reader had read the COPY to its end)
+        with contextlib.suppress(psycopg.Error):
+            while (n := pg.get_copy_data(0)[0]) >= 0:
+                if n == 0:
+                    _wait(pg)
+                    pg.consume_input()
+        _results(conn)  # the COPY's own result: left unread, the next query would fail

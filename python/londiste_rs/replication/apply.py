@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from londiste_rs._native import BatchDecoder, Step, StepKind
-from londiste_rs.errors import TableError
+from londiste_rs._native import Barrier, BatchDecoder, Step, StepKind
+from londiste_rs.errors import LondisteError, TableError
 from londiste_rs.pg import libpq
 from londiste_rs.pg.catalog import FIRST_USER_OID, TableLayout, parents_first, type_map
 from londiste_rs.pg.names import name_of, quoted_name
@@ -77,6 +77,13 @@ class TablePlan:
     skip_snapshot: tuple[int, int, list[int]] | None = None
     # the source's shape as capture writes it (ev_extra3): events of another shape are refused
     shape: str | None = None
+    # with barriers (replication/barriers.py): the provider's layout cannot be applied here
+    # (`problem` says why); every row of the table stops the decoder until another plan fits
+    blocked: bool = False
+    problem: LondisteError | None = None
+    # which layout the source is: "provider" (its catalog now) or one found for a shape
+    candidate: str = "provider"
+    slot: int = -1  # numbers its staging tables
     upsert_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
     delete_stage: sql.Identifier = field(default_factory=lambda: sql.Identifier(""))
     upsert_sql: sql.Composed | None = None
@@ -95,6 +102,9 @@ class ApplyStats:
     steps: int = 0
     exact_order: bool = False
     decoder: dict[str, int] = field(default_factory=dict)
+    # barriers met: execute files run here, tables that got another plan mid-stream
+    executed: list[str] = field(default_factory=list)
+    replanned: bool = False
     other_events: list[tuple[int, str, str | None, bytes | None]] = field(default_factory=list)
     seconds: float = 0.0
     wait_seconds: float = 0.0  # waiting for the provider's events
@@ -151,24 +161,30 @@ def prepare_staging(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> No
     merge statements."""
     with conn.transaction():
         for n, p in enumerate(plans):
-            p.upsert_stage = sql.Identifier(f"_lrs_upsert_{n}")
-            p.delete_stage = sql.Identifier(f"_lrs_delete_{n}")
-            for stage, cols in ((p.upsert_stage, p.out_names), (p.delete_stage, p.key_names)):
-                conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(stage))
-                conn.execute(
-                    sql.SQL(
-                        "create temp table {} on commit delete rows as "
-                        "select {} from {} with no data"
-                    ).format(stage, _idents(cols), p.target)
-                )
-            p.upsert_sql = _upsert_sql(p)
-            p.update_sql, p.missing_sql = _update_sql(p)
-            p.insert_copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-                p.target, _idents(p.out_names)
-            )
-            p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
-                t=p.target, s=p.delete_stage, cond=_key_match(p, p.delete_stage)
-            )
+            prepare_plan(conn, p, n)
+
+
+def prepare_plan(conn: psycopg.Connection[Any], p: TablePlan, slot: int) -> None:
+    """One plan's staging tables (number `slot`, replacing any of that number: a plan that
+    takes another's place mid-stream reuses its slot) and merge statements."""
+    p.slot = slot
+    p.upsert_stage = sql.Identifier(f"_lrs_upsert_{slot}")
+    p.delete_stage = sql.Identifier(f"_lrs_delete_{slot}")
+    for stage, cols in ((p.upsert_stage, p.out_names), (p.delete_stage, p.key_names)):
+        conn.execute(sql.SQL("drop table if exists pg_temp.{}").format(stage))
+        conn.execute(
+            sql.SQL(
+                "create temp table {} on commit delete rows as select {} from {} with no data"
+            ).format(stage, _idents(cols), p.target)
+        )
+    p.upsert_sql = _upsert_sql(p)
+    p.update_sql, p.missing_sql = _update_sql(p)
+    p.insert_copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+        p.target, _idents(p.out_names)
+    )
+    p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
+        t=p.target, s=p.delete_stage, cond=_key_match(p, p.delete_stage)
+    )
 
 
 def _idents(names: Iterable[str]) -> sql.Composed:
@@ -258,17 +274,50 @@ def make_type_map(conn: psycopg.Connection[Any], plans: list[TablePlan]) -> Type
 
 
 def make_decoder(
-    plans: list[TablePlan], chunk_bytes: int, exact_order: bool, types: TypeMap | None = None
+    plans: list[TablePlan],
+    chunk_bytes: int,
+    exact_order: bool,
+    types: TypeMap | None = None,
+    barrier_types: Sequence[str] = (),
+    shape_barriers: bool = False,
 ) -> BatchDecoder:
-    dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact_order)
+    dec = BatchDecoder(chunk_bytes=chunk_bytes, exact_order=exact_order,
+                       barrier_types=barrier_types, shape_barriers=shape_barriers)  # fmt: skip
     for p in plans:
-        # built-in type OIDs are the same everywhere; user types' differ between nodes (0: skip)
-        col_types = [c.type_oid if c.type_oid < FIRST_USER_OID else 0 for c in p.source.columns]
-        dec.add_table(p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot,
-                      p.shape, col_types)  # fmt: skip
+        dec.add_table(*decoder_spec(p), blocked=p.blocked and shape_barriers)
     if types:
         dec.set_type_map(types)
     return dec
+
+
+def decoder_spec(
+    p: TablePlan,
+) -> tuple[str, int, list[int], list[int], list[int], Any, str | None, list[int]]:
+    """The plan's add_table / replace_table arguments but `blocked`."""
+    # built-in type OIDs are the same everywhere; user types' differ between nodes (0: skip)
+    col_types = [c.type_oid if c.type_oid < FIRST_USER_OID else 0 for c in p.source.columns]
+    return (p.name, p.ncols, p.key_cols, p.out_cols, p.walk_cols, p.skip_snapshot, p.shape,
+            col_types)  # fmt: skip
+
+
+class Barriers(Protocol):
+    """What the apply does where the decoder stops (replication/barriers.py): it gets the
+    barrier once every step before it is applied, and may run statements, replace plans in
+    `by_name` and in the decoder (replace_table), then the decoder resumes."""
+
+    barrier_types: Sequence[str]
+
+    def reset(self) -> None:
+        """A new pass over the stream begins (the exact-order retry)."""
+
+    def on_barrier(
+        self,
+        conn: psycopg.Connection[Any],
+        dec: BatchDecoder,
+        barrier: Barrier,
+        by_name: dict[str, TablePlan],
+        stats: ApplyStats,
+    ) -> None: ...
 
 
 def _apply_step(
@@ -378,9 +427,14 @@ def _apply_stream(
     exact_order: bool,
     stats: ApplyStats,
     types: TypeMap | None,
+    barriers: Barriers | None = None,
 ) -> None:
     by_name = {p.name: p for p in plans}
-    dec = make_decoder(plans, chunk_bytes, exact_order, types)
+    if barriers is None:
+        dec = make_decoder(plans, chunk_bytes, exact_order, types)
+    else:
+        barriers.reset()
+        dec = make_decoder(plans, chunk_bytes, exact_order, types, barriers.barrier_types, True)
     truncates: list[TablePlan] = []  # back-to-back truncate steps, not run yet
 
     def apply_drained(last: bool = False) -> None:
@@ -408,6 +462,10 @@ def _apply_stream(
         for block in blocks:
             stats.wait_seconds += time.monotonic() - t
             dec.feed(block)
+            while barriers is not None and (barrier := dec.barrier()) is not None:
+                apply_drained(last=True)  # everything before the barrier, truncates too
+                barriers.on_barrier(conn, dec, barrier, by_name, stats)
+                dec.resume()
             if dec.pending_bytes() >= chunk_bytes:
                 apply_drained()
             t = time.monotonic()
@@ -428,15 +486,18 @@ def apply_events(
     fetch: Callable[[], Iterator[bytes | bytearray | memoryview]],
     chunk_bytes: int,
     types: TypeMap | None = None,
+    barriers: Barriers | None = None,
 ) -> ApplyStats:
     """Applies the events `fetch()` streams, inside the caller's transaction on `conn`:
     set-based first; on a constraint violation, rolled back to a savepoint and re-applied in
-    exact event order (`fetch` is called again). `types`: the type map (`make_type_map`)."""
+    exact event order (`fetch` is called again). `types`: the type map (`make_type_map`).
+    `barriers`: what to do where the decoder stops (EXECUTE events, rows of another shape);
+    without it such rows are refused."""
     started = time.monotonic()
     stats = ApplyStats()
     try:
         with conn.transaction():
-            _apply_stream(conn, plans, fetch(), chunk_bytes, False, stats, types)
+            _apply_stream(conn, plans, fetch(), chunk_bytes, False, stats, types, barriers)
     except FALLBACK_ERRORS as e:
         log.warning(
             "set-based apply failed (%s); re-applying the batch in exact event order",
@@ -444,7 +505,7 @@ def apply_events(
         )
         stats = ApplyStats(exact_order=True)
         with conn.transaction():
-            _apply_stream(conn, plans, fetch(), chunk_bytes, True, stats, types)
+            _apply_stream(conn, plans, fetch(), chunk_bytes, True, stats, types, barriers)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -27,12 +27,16 @@ from psycopg import sql
 from londiste_rs import daemon
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import ConnectError, LondisteError
-from londiste_rs.pg.db import connect, with_fix
+from londiste_rs.pg.db import connect, first_line, with_fix
 from londiste_rs.replication import batches, branch
 from londiste_rs.replication.apply import apply_events, read_copy
+from londiste_rs.replication.barriers import StreamBarriers
+from londiste_rs.replication.execute import ExecuteFailed
 from londiste_rs.replication.heartbeat import Heartbeat
 from londiste_rs.replication.plans import PlanCache
+from londiste_rs.replication.shapes import SchemaWait
 from londiste_rs.retry import Backoff, classify
+from londiste_rs.store import execute as store_execute
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
@@ -50,6 +54,11 @@ Conn = psycopg.Connection[Any]
 TICK_CHANNEL = "londiste_rs_tick"
 # How often a subscriber's worker moves its sequences up to its provider's.
 SEQ_SYNC_INTERVAL = 2.0
+# How often a root's worker makes the capture functions follow columns changed without
+# execute (store/execute.capture_follow), and how often a batch stopped by a missing column
+# looks whether it exists now.
+CAPTURE_FOLLOW_INTERVAL = 10.0
+SCHEMA_POLL = 1.0
 
 
 def _listen(conn: Conn, channel: str) -> None:
@@ -81,6 +90,7 @@ class Worker:
         self.plans = PlanCache(self.queue)
         self.stats_applied = 0
         self.next_seq_sync = 0.0
+        self.next_capture_follow = 0.0
         self.copy_waits = CopyWaits()
 
     # -- connections ---------------------------------------------------------------------
@@ -142,7 +152,13 @@ class Worker:
             except Exception as e:  # the policy decides; the worker never dies of it
                 verdict = classify(e)
                 wait = backoff.failed(verdict)
-                if verdict.transient:
+                if isinstance(e, ExecuteFailed):
+                    # a statement of an execute file failed here: the node waits, paused,
+                    # for the fix and 'resume' (or 'execute --skip')
+                    log.error("%s; the node is paused", verdict.message)
+                    self._pause()
+                    wait = 0.0
+                elif verdict.transient:
                     log.warning("%s; retrying in %.1fs", verdict.message, wait)
                 else:
                     log.error("%s; looking again in %.0fs", verdict.message, wait)
@@ -153,7 +169,10 @@ class Worker:
                     self._record_error(verdict.message)
                     self.plans.invalidate()
                 beat.activity = "retrying after an error"
-                daemon.sleep(wait)
+                if isinstance(e, SchemaWait):
+                    self._wait_for_columns(e, wait)
+                else:
+                    daemon.sleep(wait)
                 continue
             if self.cfg.loop_delay <= 0 and not busy:
                 return
@@ -165,6 +184,44 @@ class Worker:
                 daemon.sleep(self.cfg.loop_delay, also=[c.fileno() for c in listening])
                 for conn in listening:
                     _drop_notifications(conn)
+
+    def _pause(self) -> None:
+        try:
+            store_node.set_paused(self._local(), self.queue, True)
+        except (LondisteError, psycopg.Error):
+            self.close()
+
+    def _wait_for_columns(self, e: SchemaWait, seconds: float) -> None:
+        """Sleeps up to `seconds`, looking every SCHEMA_POLL whether the missing columns
+        exist here now (then the batch is tried again at once)."""
+        deadline = time.monotonic() + seconds
+        while not daemon.stop_requested() and time.monotonic() < deadline:
+            daemon.sleep(min(SCHEMA_POLL, max(0.0, deadline - time.monotonic())))
+            try:
+                if e.ready(self._local()):
+                    log.info("%s: the missing column is here now; going on", e.table)
+                    return
+            except (LondisteError, psycopg.Error):
+                return
+
+    def _follow_capture(self, local: Conn) -> None:
+        """Root: the capture of a table whose columns were changed without execute follows
+        them (otherwise its rows would carry the old shape until the next execute)."""
+        if time.monotonic() < self.next_capture_follow:
+            return
+        self.next_capture_follow = time.monotonic() + CAPTURE_FOLLOW_INTERVAL
+        try:
+            followed = store_execute.capture_follow(local, self.queue)
+        except psycopg.Error as e:
+            log.warning("capture functions could not follow their tables (%s)", first_line(e))
+            return
+        if followed:
+            log.warning(
+                "columns of %s were changed without execute; their capture follows them now "
+                "(subscribers may stop on rows captured before: make schema changes with "
+                "execute)",
+                ", ".join(followed),
+            )
 
     def _record_error(self, message: str) -> None:
         try:
@@ -183,6 +240,7 @@ class Worker:
             tick = store_queue.get_tick(local, self.queue)
             if tick is not None:
                 store_node.set_completed(local, self.queue, tick.tick_id, tick.time)
+            self._follow_capture(local)
             return False
         if info.paused:
             return False
@@ -205,6 +263,7 @@ class Worker:
     # -- replay --------------------------------------------------------------------------
     def _replay(self, local: Conn, prov: Conn, info: NodeInfo) -> bool:
         plans = self.plans.get(local, prov, self.provider_location)
+        barriers = StreamBarriers(local, self.queue, self.plans.provider, self.cfg.path.name)
         is_branch = info.node_type == "branch"
         with prov.transaction():
             taken = batches.take(self.cfg, prov, info.last_tick_id, combine=not is_branch)
@@ -217,9 +276,15 @@ class Worker:
                 return read_copy(prov, query)
 
             with local.transaction():
-                stats = apply_events(
-                    local, plans, fetch, self.cfg.apply_chunk_bytes, self.plans.types
-                )
+                try:
+                    stats = apply_events(
+                        local, plans, fetch, self.cfg.apply_chunk_bytes, self.plans.types,
+                        barriers,
+                    )  # fmt: skip
+                except BaseException:
+                    # plans replaced or local tables changed in the rolled-back part
+                    self.plans.invalidate()
+                    raise
                 for table, snap in resolved.items():
                     store_tables.set_skip_snapshot(local, self.queue, table, snap)
                 if is_branch:
@@ -234,6 +299,8 @@ class Worker:
             if is_branch:
                 branch.tick(local, prov, self.queue)
         release_copy_snapshots(local, prov, self.queue, taken.last.tick_id)
+        if stats.replanned:  # the plans a barrier made were for this batch only
+            self.plans.invalidate()
         self.stats_applied += stats.upserts + stats.deletes
         n = len(taken.batches)
         log.info(

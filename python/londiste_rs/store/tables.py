@@ -185,6 +185,22 @@ def table_shape(conn: Conn, table: str) -> str | None:
     return None if row is None or row[0] is None else str(row[0])
 
 
+def table_shapes(conn: Conn, tables: list[str]) -> tuple[str | None, ...]:
+    """`table_shape` of each table (None: missing, or a schema that predates shapes)."""
+    if not tables:
+        return ()
+    try:
+        with conn.transaction():
+            rows = conn.execute(
+                "select londiste_rs.table_shape(pg_catalog.to_regclass(n))"
+                " from unnest(%s::text[]) with ordinality u(n, i) order by i",
+                [tables],
+            ).fetchall()
+    except psycopg.errors.UndefinedFunction:
+        return tuple(None for _ in tables)
+    return tuple(None if r[0] is None else str(r[0]) for r in rows)
+
+
 # -- the lifecycle ---------------------------------------------------------------------------
 
 

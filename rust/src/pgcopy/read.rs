@@ -47,6 +47,16 @@ pub enum FeedError<E> {
     Tuple(E),
 }
 
+/// What `feed_until`'s callback wants after a tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop after this tuple (it is consumed).
+    StopAfter,
+    /// Stop before this tuple: the next call hands it over again.
+    StopBefore,
+}
+
 /// One tuple: `field(i)` is `None` for NULL.
 pub struct Tuple<'a> {
     data: &'a [u8],
@@ -127,23 +137,35 @@ impl CopyReader {
         chunk: &[u8],
         mut on_tuple: impl FnMut(&Tuple<'_>) -> Result<(), E>,
     ) -> Result<(), FeedError<E>> {
+        self.feed_until(chunk, |t| on_tuple(t).map(|()| Flow::Continue))
+            .map(|_| ())
+    }
+
+    /// As `feed`, but `on_tuple` may stop the parsing (`Flow::StopAfter`, `Flow::StopBefore`):
+    /// the rest of the input, from the tuple after (or the tuple itself), is kept for the
+    /// next call, which may pass an empty chunk to go on. Returns whether it stopped.
+    pub fn feed_until<E>(
+        &mut self,
+        chunk: &[u8],
+        mut on_tuple: impl FnMut(&Tuple<'_>) -> Result<Flow, E>,
+    ) -> Result<bool, FeedError<E>> {
         if self.carry.is_empty() {
-            let used = self.parse(chunk, &mut on_tuple)?;
+            let (used, stopped) = self.parse(chunk, &mut on_tuple)?;
             self.carry.extend_from_slice(&chunk[used..]);
+            Ok(stopped)
         } else {
             let mut buf = std::mem::take(&mut self.carry);
             buf.extend_from_slice(chunk);
             let result = self.parse(&buf, &mut on_tuple);
             // Keep the unread tail (the carry buffer's allocation is reused).
             let used = match &result {
-                Ok(used) => *used,
+                Ok((used, _)) => *used,
                 Err(_) => buf.len(),
             };
             buf.drain(..used);
             self.carry = buf;
-            result?;
+            Ok(result?.1)
         }
-        Ok(())
     }
 
     /// Checks that the input ended cleanly: after a trailer (or with no input at all).
@@ -155,19 +177,20 @@ impl CopyReader {
         }
     }
 
-    /// Returns how many bytes of `data` were consumed (complete headers, tuples, trailers).
+    /// Returns how many bytes of `data` were consumed (complete headers, tuples, trailers) and
+    /// whether `on_tuple` stopped the parsing.
     fn parse<E>(
         &mut self,
         data: &[u8],
-        on_tuple: &mut impl FnMut(&Tuple<'_>) -> Result<(), E>,
-    ) -> Result<usize, FeedError<E>> {
+        on_tuple: &mut impl FnMut(&Tuple<'_>) -> Result<Flow, E>,
+    ) -> Result<(usize, bool), FeedError<E>> {
         let mut pos = 0usize;
         loop {
             let rest = &data[pos..];
             match self.state {
                 State::Header => {
                     if rest.is_empty() {
-                        return Ok(pos);
+                        return Ok((pos, false));
                     }
                     // Refuse a bad signature as soon as its first bytes are here.
                     let n = rest.len().min(SIGNATURE.len());
@@ -175,7 +198,7 @@ impl CopyReader {
                         return Err(FeedError::Copy(StreamError::BadSignature));
                     }
                     if rest.len() < HEADER_FIXED {
-                        return Ok(pos);
+                        return Ok((pos, false));
                     }
                     let flags = be_i32(&rest[11..15]) as u32;
                     // Bits 16..31 are critical: a reader must refuse what it does not know.
@@ -188,14 +211,14 @@ impl CopyReader {
                     }
                     let total = HEADER_FIXED + ext as usize;
                     if rest.len() < total {
-                        return Ok(pos);
+                        return Ok((pos, false));
                     }
                     pos += total;
                     self.state = State::Tuples;
                 }
                 State::Tuples => {
                     if rest.len() < 2 {
-                        return Ok(pos);
+                        return Ok((pos, false));
                     }
                     let nfields = be_i16(rest);
                     if nfields == -1 {
@@ -211,7 +234,7 @@ impl CopyReader {
                     let mut p = pos + 2;
                     for _ in 0..nfields {
                         if data.len() - p < 4 {
-                            return Ok(pos);
+                            return Ok((pos, false));
                         }
                         let len = be_i32(&data[p..]);
                         p += 4;
@@ -223,7 +246,7 @@ impl CopyReader {
                             return Err(FeedError::Copy(StreamError::BadFieldLength(len)));
                         }
                         if data.len() - p < len as usize {
-                            return Ok(pos);
+                            return Ok((pos, false));
                         }
                         self.fields.push((p, len));
                         p += len as usize;
@@ -232,8 +255,11 @@ impl CopyReader {
                         data,
                         fields: &self.fields,
                     };
-                    on_tuple(&tuple).map_err(FeedError::Tuple)?;
-                    pos = p;
+                    match on_tuple(&tuple).map_err(FeedError::Tuple)? {
+                        Flow::Continue => pos = p,
+                        Flow::StopAfter => return Ok((p, true)),
+                        Flow::StopBefore => return Ok((pos, true)),
+                    }
                 }
             }
         }
@@ -320,6 +346,44 @@ mod tests {
         two.extend_from_slice(&s);
         let got = read_all(&[&two[..25], &two[25..s.len() + 3], &two[s.len() + 3..]]).unwrap();
         assert_eq!(got.len(), 2 * rows.len());
+    }
+
+    #[test]
+    fn feed_until_stops_after_or_before_a_tuple_and_goes_on() {
+        let (s, rows) = sample_stream();
+        for before in [false, true] {
+            for cut in 0..=s.len() {
+                let mut r = CopyReader::new();
+                let mut got: Vec<Row> = Vec::new();
+                let mut stops = 0;
+                let mut stopped_once = false;
+                let mut on = |t: &Tuple<'_>| {
+                    let row: Row = (0..t.len())
+                        .map(|i| t.field(i).map(<[u8]>::to_vec))
+                        .collect();
+                    if row == rows[1] && !stopped_once {
+                        stopped_once = true;
+                        if before {
+                            return Ok::<Flow, ()>(Flow::StopBefore);
+                        }
+                        got.push(row);
+                        return Ok(Flow::StopAfter);
+                    }
+                    got.push(row);
+                    Ok(Flow::Continue)
+                };
+                for chunk in [&s[..cut], &s[cut..]] {
+                    let mut stopped = r.feed_until(chunk, &mut on).unwrap();
+                    while stopped {
+                        stops += 1;
+                        stopped = r.feed_until(&[], &mut on).unwrap();
+                    }
+                }
+                r.finish().unwrap();
+                assert_eq!(got, rows, "cut {cut}");
+                assert_eq!(stops, 1);
+            }
+        }
     }
 
     #[test]

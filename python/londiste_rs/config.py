@@ -52,6 +52,10 @@ class JobConfig:
     initial_provider_location: str | None
     lock_timeout: float
     exception_sleep: float
+    # takeover: the pre-flight's bound on the new root's lag (seconds), and how long the switch
+    # waits for it to apply the old root's final tick before lifting the fence again
+    takeover_max_lag: float = 5.0
+    takeover_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         initial_provider_location=s.text("initial_provider_location") or None,
         lock_timeout=s.number("lock_timeout", 10.0),
         exception_sleep=s.number("exception_sleep", 20.0),
+        takeover_max_lag=s.number("takeover_max_lag", 5.0),
+        takeover_timeout=s.number("takeover_timeout", 30.0),
     )
 
 

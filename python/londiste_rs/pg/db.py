@@ -5,7 +5,8 @@ Every session runs with `search_path = pg_catalog, pg_temp` (SAFE_SEARCH_PATH): 
 resolves a name through a schema another role can write (a `public.format(text, text)` would
 beat pg_catalog's). Our SQL names user tables schema-qualified. Like PostgreSQL's own logical
 replication workers, the worker applies changes with this search_path: subscriber triggers
-that fire then must qualify their names or set their own search_path."""
+that fire then must qualify their names or set their own search_path. Every session also sets
+`londiste_rs.replica = on` (REPLICA_SETTING), which a takeover's write fence reads."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORE
 _PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
 
 SAFE_SEARCH_PATH = "pg_catalog,pg_temp"
+# Every session of ours says it is londiste-rs itself: on a node whose capture a takeover
+# fenced (a branch that was, or is about to be, the root), the capture triggers then let the
+# rows our worker, copies and repair write through uncaptured, while the application's writes
+# are refused (sql/functions/takeover/_capture_refused.sql). Read only on that refusal path.
+REPLICA_SETTING = "londiste_rs.replica=on"
 
 
 def redact(text: str) -> str:
@@ -58,7 +64,7 @@ def connect(
     # ours last: a later -c wins over the connection string's (or PGOPTIONS') and the caller's
     given = params.get("options") or os.environ.get("PGOPTIONS")
     options = " ".join(str(o) for o in (given, kwargs.pop("options", None)) if o)
-    kwargs["options"] = f"{options} -c search_path={SAFE_SEARCH_PATH}".strip()
+    kwargs["options"] = f"{options} -c search_path={SAFE_SEARCH_PATH} -c {REPLICA_SETTING}".strip()
     try:
         conn = psycopg.connect(
             connstr, autocommit=autocommit, application_name="londiste-rs", **kwargs

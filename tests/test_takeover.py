@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from londiste_rs.operations.takeover import PAUSE_ENV
 from londiste_rs.waiting import wait_for
 
 # -- small helpers (copied here on purpose: other test modules are being reorganised) -------
@@ -333,3 +335,36 @@ def test_takeover_under_load_loses_and_doubles_nothing_and_moves_back(
         same_rows(old.db, new.db)
         got = {r[0] for r in old.db.sql("select n from acct where writer = -4")}
         assert got == {1}
+
+
+STEPS = ["prepared", "fenced", "final-tick", "applied", "promoted", "demoted"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_takeover_killed_at_a_step_is_explained_by_status_and_completed_by_a_rerun(
+    step, tmp_path, make_db, provider_cluster, subscriber_cluster
+):
+    with cascade(tmp_path, make_db, provider_cluster, subscriber_cluster) as c:
+        old, new = c.root, c.leaf
+        with Writers(old.db.dsn, new.db.dsn) as writers:
+            wait_for("writes on old", lambda: writers.errors or writers.count("old") > 30)
+            # the command stops for good once `step` is recorded; then it is killed -9
+            env = {**os.environ, PAUSE_ENV: step}
+            proc = spawn(str(new.ini), "takeover", "old", env=env)
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode()
+            assert f"takeover paused after step {step}" in line
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            status = ok(str(new.ini), "status")
+            assert f"stopped at step {step}" in status, status
+            assert "to complete it" in status
+            out = takeover(new.ini, "old")
+            assert f"resumed after step {step}: done" in out, out
+            wait_for("writes on new", lambda: writers.errors or writers.count("new") > 30)
+        assert writers.errors == []
+        check_every_ack_once(new.db, writers)
+        same_rows(old.db, new.db)
+        assert node_info(new.ini)["node_type"] == "root"
+        assert node_info(old.ini)["provider_node"] == "new"
+        assert "TAKEOVER" not in ok(str(new.ini), "status")

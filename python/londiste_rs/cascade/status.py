@@ -17,6 +17,7 @@ from londiste_rs.pg.location import for_storing, trusted_location
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
+from londiste_rs.store import takeover as store_takeover
 from londiste_rs.store.node import get_node_info
 
 
@@ -39,6 +40,10 @@ class NodeStatus:
     unreachable: str | None = None
     tables_failed: int = 0  # of tables_half: their initial copy failed
     consumers: tuple[store_node.Consumer, ...] = ()  # of its queue (root, branch)
+    # a takeover stopped half-way (its step, what to run), or None
+    takeover: str | None = None
+    # the note its capture refuses the application's writes with (fenced), or None
+    fence: str | None = None
 
 
 def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
@@ -47,6 +52,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
     root = find_root(cfg, cfg.db)
     out: list[tuple[int, NodeStatus]] = []
     root_tick: int | None = None
+    seen: set[str] = set()  # during a takeover the old root and the new one list each other
 
     def visit(where: str, location: str, name: str, provider: str | None, depth: int) -> None:
         """`where`: the connection string used; `location`: the one shown (no password)."""
@@ -62,6 +68,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 ok, half, failed = store_tables.state_counts(conn, queue)
                 subs = store_node.subscribers(conn, queue)
                 consumers = tuple(store_node.consumers(conn, queue))
+                takeover, fence = _takeover(conn, queue)
         except (LondisteError, psycopg.Error) as e:
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
                                           False, True, None, 0, 0, first_line(e))))  # fmt: skip
@@ -89,10 +96,15 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     tables_half=half,
                     tables_failed=failed,
                     consumers=consumers,
+                    takeover=takeover,
+                    fence=fence,
                 ),
             )
         )
+        seen.add(info.node_name)
         for sub_name, sub_location in subs:
+            if sub_name in seen:
+                continue
             if sub_location is not None:
                 try:
                     sub_where = trusted_location(sub_location, cfg)
@@ -108,3 +120,30 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
         assert info is not None
     visit(root, for_storing(root), info.node_name, None, 0)
     return out
+
+
+def _takeover(conn: store_node.Conn, queue: str) -> tuple[str | None, str | None]:
+    """(what a takeover stopped half-way needs, the fence note) of the node, for status."""
+    if not store_takeover.supported(conn):
+        return None, None
+    fence = store_takeover.queue_fence(conn, queue)
+    note = fence.note or "fenced" if fence is not None and fence.fenced else None
+    st = store_takeover.get_state(conn, queue)
+    if st is None or st.finished:
+        return None, note
+    verb = "takeover --dead-root" if st.mode == "failover" else "takeover"
+    if st.mode == "resurrect":
+        todo = f"run 'resurrect' with {st.old_node}'s config to complete it"
+    elif st.step in ("promoted", "demoted"):
+        todo = f"run '{verb} {st.old_node}' with {st.new_node}'s config to complete it"
+    else:
+        todo = (
+            f"run '{verb} {st.old_node}' with {st.new_node}'s config to complete it, or add "
+            "--abort to cancel it"
+        )
+    side = "becoming the root" if st.node_role == "new" else "being taken over"
+    what = (
+        f"{st.mode} of {st.old_node} by {st.new_node} stopped at step {st.step} "
+        f"(this node is {side}; since {st.step_at:%Y-%m-%d %H:%M:%S}): {todo}"
+    )
+    return what, note

@@ -138,6 +138,10 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
                    f"ticks behind: {'-' if s.lag_ticks is None else s.lag_ticks}")  # fmt: skip
         if s.error:
             typer.echo(f"{'  ' * depth}    ERR: {redact(s.error)}")
+        if s.takeover:
+            typer.echo(f"{'  ' * depth}    TAKEOVER: {redact(s.takeover)}")
+        if s.fence:
+            typer.echo(f"{'  ' * depth}    Writes refused here: {redact(s.fence)}")
         if s.tables_failed:
             typer.echo(f"{'  ' * depth}    ERR: {s.tables_failed} table copies failed "
                        "(see 'tables'; fix, then resync)")  # fmt: skip
@@ -149,6 +153,13 @@ def _consumer_line(node: str, c: Consumer) -> str:
     lag = "-" if c.lag_seconds is None else f"{c.lag_seconds:.1f}s"
     pending = "-" if c.pending_events is None else str(c.pending_events)
     line = f"Consumer {c.name}: lag {lag}, pending events {pending}"
+    if c.subscriber_node is None and c.name.endswith(".gravestone"):
+        dead = c.name.removesuffix(".gravestone")
+        return (
+            f"{line}; GRAVESTONE of node {dead}, failed over: kept at the last tick it sent "
+            f"for its 'resurrect' (it holds back rotation; 'unregister-consumer {c.name}' "
+            "if it never comes back)"
+        )
     if c.subscriber_node is None:
         return (
             f"{line}; ORPHAN: no subscriber node reads it, and it holds back the queue's "

@@ -223,7 +223,7 @@ def takeover(
             report.resumed_from = state.step
             report.timeline = list(state.timeline)
             report.last_tick = state.last_tick
-        if not dry_run and not store_takeover.try_lock(new, queue):
+        if not dry_run and not _lock(new, queue):
             raise LondisteError(
                 f"another takeover of queue {queue} is running on {info.node_name} now; "
                 "let it finish ('status' shows its step)"
@@ -236,6 +236,17 @@ def takeover(
             return failover(run, all_subscribers=True, dry_run=dry_run, timeout=timeout)
         run.old, run.oinfo = _reach_old(run, stack)
         return _switchover(run, all_subscribers, dry_run, max_lag, timeout)
+
+
+def _lock(conn: Conn, queue: str) -> bool:
+    """The takeover lock of the queue on NEW; a killed command's session may take a moment to
+    end, so a few seconds are waited for it."""
+    deadline = time.monotonic() + 5
+    while not store_takeover.try_lock(conn, queue):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _state(conn: Conn, queue: str) -> TakeoverState | None:

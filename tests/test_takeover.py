@@ -368,3 +368,101 @@ def test_takeover_killed_at_a_step_is_explained_by_status_and_completed_by_a_rer
         assert node_info(new.ini)["node_type"] == "root"
         assert node_info(old.ini)["provider_node"] == "new"
         assert "TAKEOVER" not in ok(str(new.ini), "status")
+
+
+def test_dead_root_failover_then_resurrect_names_the_lost_events(
+    request, tmp_path, make_db, subscriber_cluster, third_cluster
+):
+    if request.config.getoption("--pg-dsn"):
+        pytest.skip("stops a server of its own")
+    from londiste_rs.devtools.pgcluster import TempCluster
+
+    with TempCluster("deadroot") as dead_cluster:
+        old_db = make_db(dead_cluster, "old")
+        new_db, sib_db = make_db(subscriber_cluster, "new"), make_db(third_cluster, "sib")
+        for db in (old_db, new_db, sib_db):
+            db.sql(SCHEMA)
+        old_db.sql(
+            "insert into acct (writer, n, src) select -1, g, 'seed' from generate_series(1, 50) g;"
+            f"insert into counter select g, 0 from generate_series(0, {WRITERS - 1}) g"
+        )
+        old = Node("old", old_db, job_ini(tmp_path, "old", old_db.dsn))
+        new = Node("new", new_db, job_ini(tmp_path, "new", new_db.dsn))
+        sib = Node("sib", sib_db, job_ini(tmp_path, "sib", sib_db.dsn))
+        ok(str(old.ini), "create-root", "old", old_db.dsn)
+        ok(str(old.ini), "add-table", "public.acct", "public.counter")
+        ok(str(old.ini), "add-seq", "public.acct_id_seq")
+        for node in (new, sib):
+            ok(str(node.ini), "create-leaf", node.name, node.db.dsn, f"--provider={old_db.dsn}")
+            ok(str(node.ini), "add-table", "public.acct", "public.counter")
+            ok(str(node.ini), "add-seq", "public.acct_id_seq")
+        c = Cascade(tmp_path, old, new)
+        try:
+            c.start(old)
+            c.procs["ticker new"] = spawn("ticker", str(ticker_ini(tmp_path, "new", new_db)))
+            c.procs["worker new"] = spawn(str(new.ini), "worker")
+            c.procs["worker sib"] = spawn(str(sib.ini), "worker")
+            for node in (new, sib):
+                ok(str(node.ini), "wait-sync", "--timeout", "60")
+            old_db.sql(
+                "insert into acct (writer, n, src) select 0, g, 'old' from generate_series(1, 20) g"
+            )
+            for node in (new, sib):
+                ok(str(node.ini), "wait-root", "--timeout", "60")
+            # the subscribers stop; the root takes 5 more writes and dies with them
+            stop(c.procs.pop("worker new"))
+            stop(c.procs.pop("worker sib"))
+            old_db.sql(
+                "insert into acct (writer, n, src) select 1, g, 'lost' from generate_series(1, 5) g"
+            )
+            dead_cluster.stop("immediate")
+
+            # the old root cannot be reached: a plain takeover says to fail over
+            msg = one_line_error(run_cli(str(new.ini), "takeover", "old"))
+            assert "cannot connect to node old" in msg and "--dead-root" in msg
+            c.procs["worker new"] = spawn(str(new.ini), "worker")
+            out = takeover(new.ini, "old", "--dead-root")
+            assert "failover of old by new (queue q1): done" in out, out
+            assert "sib follows new from tick" in out
+            assert node_info(new.ini)["node_type"] == "root"
+            members = json.loads(ok(str(new.ini), "members", "--json"))
+            assert {m["node_name"]: m["dead"] for m in members}["old"] is True
+            assert "GRAVESTONE of node old" in ok(str(new.ini), "status")
+            # the new root takes writes (its sequence past every replicated key) and the
+            # old root's other subscriber follows it
+            new_db.sql(
+                "insert into acct (writer, n, src) select 2, g, 'new' from generate_series(1, 7) g"
+            )
+            c.procs["worker sib"] = spawn(str(sib.ini), "worker")
+            wait_for("sib == new", lambda: rows(sib_db) == rows(new_db), timeout=60)
+            assert new_db.sql("select count(*) from acct where src = 'lost'") == [(0,)]
+
+            # the old root comes back (taking writes, as it believes it is the root) ...
+            dead_cluster.start()
+            # ... and resurrect makes it a branch of the new root, naming what never propagated
+            dump = tmp_path / "lost.json"
+            out = ok(str(old.ini), "resurrect", "--dump", str(dump), "--json")
+            done = json.loads(out)
+            assert done["new_root"] == "new" and done["lost_events"] == 5
+            assert done["per_table"] == {"public.acct": {"I": 5}}
+            lost = json.loads(dump.read_text())
+            assert [e["ev_id"] for e in lost] == done["lost_event_ids"]
+            assert {e["table"] for e in lost} == {"public.acct"}
+            assert node_info(old.ini)["node_type"] == "branch"
+            state, msg = fence_message(old_db)
+            assert state == "25006" and "write to the root new (" in msg
+            # table data not touched: the lost rows stay on the old node; new's rows arrive
+            wait_for(
+                "old has new's rows",
+                lambda: old_db.sql("select count(*) from acct where src = 'new'") == [(7,)],
+                timeout=60,
+            )
+            assert old_db.sql("select count(*) from acct where src = 'lost'") == [(5,)]
+            # the new root's keys went past what the dead root may have handed out meanwhile
+            (lowest,) = new_db.sql("select min(id) from acct where src = 'new'")[0]
+            assert lowest > 10_000
+            members = json.loads(ok(str(new.ini), "members", "--json"))
+            assert {m["node_name"]: m["dead"] for m in members}["old"] is False
+            assert "GRAVESTONE" not in ok(str(new.ini), "status")
+        finally:
+            c.stop_all()

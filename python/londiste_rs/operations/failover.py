@@ -9,7 +9,10 @@ OPERATIONS-REFERENCE §1.3), each step recorded in `takeover_state` (rerun to co
 4. caught-up: when another subscriber of the old root (a branch) got further than this node,
    this node follows it until it has its last tick, as londiste3 does.
 5. promoted: sequences moved at or past what every reachable sibling has and past the values
-   of the columns that own them; this node becomes the root at its last tick L, with a
+   of the columns that own them, then `failover_seq_gap` increments further (the dead root
+   may have handed out values since this node last synced from it: londiste3 keeps its
+   subscribers' sequences 10000 to 30000 ahead for the same reason); this node becomes the
+   root at its last tick L, with a
    consumer `OLD.gravestone` registered at L (what `resurrect` reads later); its capture opens.
 6. the old root's other subscribers move here, each at its own tick when this node's queue
    has it; one ahead of L holds writes this node never got and is named, not moved.
@@ -148,9 +151,12 @@ def _plan(run: _Run) -> list[str]:
         f"prepare {run.new_name}: its queue and capture (fenced until promoted)",
         f"tag {run.old_name} dead in every member's list that can be reached",
         f"catch up from the subscriber of {run.old_name} that got furthest, if one is ahead",
-        "sequences at or past every reachable sibling's, and past their columns' values",
+        "sequences at or past every reachable sibling's and their columns' values, then "
+        f"failover_seq_gap ({run.cfg.failover_seq_gap}) further for what {run.old_name} may "
+        "have handed out since",
         f"promote {run.new_name} at its last tick; consumer "
-        f"{store_takeover.gravestone(run.old_name)} kept there for resurrect; writes accepted",
+        f"{store_takeover.gravestone(run.old_name)} kept there for resurrect; writes accepted; "
+        f"the ticker of {run.new_name}'s database ticks its queue from then on",
         f"move {run.old_name}'s other subscribers to {run.new_name} (those it can serve)",
     ]
 
@@ -219,6 +225,8 @@ def _promote(run: _Run, conns: dict[str, Conn]) -> int:
             except (LondisteError, psycopg.Error) as e:
                 run.report.notes.append(f"sequences of {name} not read: {first_line(e)}")
         sequences.past_column_max(new, names)
+        if run.cfg.failover_seq_gap:
+            sequences.advance(new, names, run.cfg.failover_seq_gap)
     with new.transaction():
         store_takeover.promote(new, queue, last_tick, tick_time, event_seq)
         store_queue.register_consumer(

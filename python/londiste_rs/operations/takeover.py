@@ -421,7 +421,8 @@ def _plan(run: _Run, all_subscribers: bool, timeout: float) -> list[str]:
         "fence is lifted and nothing is changed)",
         f"sequences: {len(seqs)} on {new} moved at or past {old}'s values",
         f"promote {new}: root of queue {queue}, {old} its subscriber from the final tick; "
-        f"{new} accepts writes (the end of the write downtime)",
+        f"{new} accepts writes (the end of the write downtime); from then on the ticker of "
+        f"{new}'s database ticks its queue",
         f"{old} becomes a branch of {new}: it applies {new}'s writes, its capture stays fenced",
     ]
     if others:
@@ -519,6 +520,11 @@ def _prepare(run: _Run, mode: str = "switchover") -> None:
     note = _note_branch(queue, run.new_name, run.old_name, run.old_stored)
 
     def arm() -> None:
+        if run.old is not None:  # NEW knows every member OLD knows (it will be the root)
+            known = {m.name for m in store_node.members(new, queue)}
+            for m in store_node.members(run.old, queue):
+                if m.name not in known:
+                    store_node.register_location(new, queue, m.name, m.location, m.dead)
         if not store_takeover.has_queue(new, queue):
             store_queue.create_queue(new, queue)
         store_takeover.fence(new, queue, note)

@@ -270,3 +270,26 @@ def past_column_max(conn: Conn, names: Sequence[str | TableName]) -> list[SeqSyn
 
 def _names(names: Sequence[str | TableName]) -> list[TableName]:
     return [n if isinstance(n, TableName) else name_of(n) for n in names]
+
+
+def advance(conn: Conn, names: Sequence[str | TableName], steps: int) -> list[SeqSync]:
+    """Moves each sequence `steps` increments forward (within its bounds): after a failover,
+    past what the dead root may have handed out since this node last synced from it."""
+    out: list[SeqSync] = []
+    present = [n for n in _names(names) if exists(conn, n)]
+    with conn.transaction():
+        for name, s in read(conn, present).items():
+            row = conn.execute(
+                "select case when p.seqincrement > 0"
+                " then least(p.seqmax, %s::numeric + p.seqincrement * %s)"
+                " else greatest(p.seqmin, %s::numeric + p.seqincrement * %s) end"
+                " from pg_catalog.pg_sequence p where p.seqrelid = %s::regclass",
+                [s.last_value, steps, s.last_value, steps, quoted_name(name)],
+            ).fetchone()
+            assert row is not None
+            target = int(row[0])
+            conn.execute("select setval(%s::regclass, %s, true)", [quoted_name(name), target])
+            log.info("sequence %s: %d -> %d (%d steps ahead)", name, s.next_value,
+                     target + s.increment, steps)  # fmt: skip
+            out.append(SeqSync(name, target + s.increment, s.next_value, True))
+    return out

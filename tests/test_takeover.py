@@ -176,9 +176,10 @@ class Writers:
     NEW takes writes (refused before: by its fence, or a key its lagging sequence repeats).
     `acked` holds every (writer, n, where) whose COMMIT returned."""
 
-    def __init__(self, old_dsn: str, new_dsn: str, base: int = 0):
+    def __init__(self, old_dsn: str, new_dsn: str, base: int = 0, prefix: str = ""):
         self.dsns = {"old": old_dsn, "new": new_dsn}
         self.base = base
+        self.acct, self.counter = f"{prefix}acct", f"{prefix}counter"
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.acked: list[tuple[int, int, str, float]] = []
@@ -207,9 +208,13 @@ class Writers:
                     conn = conns[where] = psycopg.connect(self.dsns[where], autocommit=True)
                 try:
                     with conn.transaction():
-                        conn.execute("insert into acct (writer, n, src) values (%s, %s, %s)",
-                                     [w, n, where])  # fmt: skip
-                        conn.execute("update counter set v = v + 1 where id = %s", [w % WRITERS])
+                        conn.execute(
+                            f"insert into {self.acct} (writer, n, src) values (%s, %s, %s)",
+                            [w, n, where],
+                        )
+                        conn.execute(
+                            f"update {self.counter} set v = v + 1 where id = %s", [w % WRITERS]
+                        )
                 except psycopg.errors.ReadOnlySqlTransaction as e:
                     with self.lock:
                         self.refusals[where].add(e.diag.message_primary or "")
@@ -240,10 +245,10 @@ class Writers:
 
 def check_every_ack_once(db: Any, writers: Writers) -> None:
     """Every acknowledged write is in `db` exactly once, and nothing else was written."""
-    got = db.sql("select writer, n, src from acct where writer >= 0 order by 1, 2")
+    got = db.sql(f"select writer, n, src from {writers.acct} where writer >= 0 order by 1, 2")
     want = sorted((w, n, where) for w, n, where, _ in writers.acked)
     assert got == want
-    counters = dict(db.sql("select id, v from counter"))
+    counters = dict(db.sql(f"select id, v from {writers.counter}"))
     per_writer = {w: sum(1 for a in writers.acked if a[0] == w) for w in range(WRITERS)}
     assert counters == per_writer
 
@@ -298,9 +303,8 @@ def test_takeover_under_load_loses_and_doubles_nothing_and_moves_back(
         assert any("write to new" in m for m in writers.refusals["old"]), writers.refusals
         state, msg = fence_message(old.db)
         assert state == "25006"
-        # (once old follows new, its refusals say so)
-        assert msg.startswith("cannot write to public.acct here: node old follows the root")
-        assert "write to the root new (" in msg and new.db.name in msg
+        assert msg.startswith("cannot write to public.acct here: node old handed the writes of")
+        assert "write to new (" in msg and new.db.name in msg
         # none acknowledged on old after the first refusal there
         first_refusal_seen = writers.count("old")
         assert first_refusal_seen == len([a for a in writers.acked if a[2] == "old"])
@@ -330,7 +334,7 @@ def test_takeover_under_load_loses_and_doubles_nothing_and_moves_back(
         assert node_info(old.ini)["node_type"] == "root"
         assert node_info(new.ini)["node_type"] == "branch"
         state, msg = fence_message(new.db)
-        assert state == "25006" and "write to the root old (" in msg
+        assert state == "25006" and "write to old (" in msg
         old.db.sql("insert into acct (writer, n, src) values (-4, 1, 'back')")
         same_rows(old.db, new.db)
         got = {r[0] for r in old.db.sql("select n from acct where writer = -4")}
@@ -466,3 +470,78 @@ def test_dead_root_failover_then_resurrect_names_the_lost_events(
             assert "GRAVESTONE" not in ok(str(new.ini), "status")
         finally:
             c.stop_all()
+
+
+def test_two_sources_into_one_target_are_taken_over_one_after_the_other(
+    tmp_path, make_db, provider_cluster, third_cluster, subscriber_cluster
+):
+    """Two roots (queues qa, qb) feed one target database, which holds one node per queue;
+    each source is taken over by one command with its node's config, under load at both."""
+    src = {"a": make_db(provider_cluster, "ra"), "b": make_db(third_cluster, "rb")}
+    target = make_db(subscriber_cluster, "merged")
+    schema = {p: SCHEMA.replace("acct", f"{p}_acct").replace("counter", f"{p}_counter")
+              for p in src}  # fmt: skip
+    for p, db in src.items():
+        db.sql(schema[p])
+        db.sql(f"insert into {p}_counter select g, 0 from generate_series(0, {WRITERS - 1}) g")
+        target.sql(schema[p])
+    procs: list[subprocess.Popen[bytes]] = []
+    roots, nodes = {}, {}
+    try:
+        for p, db in src.items():
+            roots[p] = job_ini(tmp_path, f"r{p}", db.dsn, queue=f"q{p}")
+            nodes[p] = job_ini(tmp_path, f"t{p}", target.dsn, queue=f"q{p}")
+            ok(str(roots[p]), "create-root", f"r{p}", db.dsn)
+            ok(str(roots[p]), "add-table", f"public.{p}_acct", f"public.{p}_counter")
+            ok(str(roots[p]), "add-seq", f"public.{p}_acct_id_seq")
+            ok(str(nodes[p]), "create-leaf", f"t{p}", target.dsn, f"--provider={db.dsn}")
+            ok(str(nodes[p]), "add-table", f"public.{p}_acct", f"public.{p}_counter")
+            ok(str(nodes[p]), "add-seq", f"public.{p}_acct_id_seq")
+            procs += [spawn("ticker", str(ticker_ini(tmp_path, f"r{p}", db))),
+                      spawn(str(roots[p]), "worker"), spawn(str(nodes[p]), "worker")]  # fmt: skip
+        procs.append(spawn("ticker", str(ticker_ini(tmp_path, "merged", target))))
+        for p in src:
+            ok(str(nodes[p]), "wait-sync", "--timeout", "60")
+        loads = {p: Writers(db.dsn, target.dsn, prefix=f"{p}_") for p, db in src.items()}
+        with loads["a"], loads["b"]:
+            for p in src:
+                wait_for(
+                    f"writes on r{p}", lambda p=p: loads[p].errors or loads[p].count("old") > 30
+                )
+            for p in ("a", "b"):  # one after the other
+                out = takeover(nodes[p], f"r{p}")
+                assert f"takeover of r{p} by t{p} (queue q{p}): done" in out, out
+                wait_for(
+                    f"writes on t{p}", lambda p=p: loads[p].errors or loads[p].count("new") > 30
+                )
+            # while qa is switched, qb's source goes on taking writes until its own turn
+            assert loads["b"].count("old") > loads["a"].count("old") // 4
+        for p, db in src.items():
+            assert loads[p].errors == []
+            check_every_ack_once(target, loads[p])
+            info = node_info(nodes[p])
+            assert (info["queue_name"], info["node_type"]) == (f"q{p}", "root")
+            assert node_info(roots[p])["provider_node"] == f"t{p}"
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as e:
+                db.sql(f"insert into {p}_acct (writer, n, src) values (-2, 1, 'late')")
+            assert f"handed the writes of queue q{p} to node t{p}" in str(e.value)
+            # each old source follows its own node of the target
+            wait_for(
+                f"r{p} == target",
+                lambda p=p, db=db: (
+                    db.sql(f"select * from {p}_acct order by id")
+                    == target.sql(f"select * from {p}_acct order by id")
+                ),
+                timeout=60,
+            )
+        # the target's tables carry the capture of their own queue only
+        triggers = target.sql(
+            "select tgrelid::regclass::text, tgname from pg_trigger where tgname like"
+            " '_londiste_rs_%' and tgname not like '%_truncate' order by 1"
+        )
+        assert triggers == [("a_acct", "_londiste_rs_qa"), ("a_counter", "_londiste_rs_qa"),
+                            ("b_acct", "_londiste_rs_qb"), ("b_counter", "_londiste_rs_qb")]  # fmt: skip
+    finally:
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                stop(proc)

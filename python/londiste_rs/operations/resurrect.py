@@ -143,6 +143,7 @@ def _cut_back(
         try:
             with conn.transaction():
                 set_lock_timeout(conn, max(deadline - time.monotonic(), 0.05))
+                store_takeover.fence_tables(conn, queue, note)
                 store_takeover.await_writers(conn, queue)
                 lost = store_takeover.lost_events(conn, queue, tick)
                 if lost:

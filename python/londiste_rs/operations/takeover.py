@@ -13,8 +13,10 @@ Switchover (OLD alive), each step recorded in `takeover_state` on both nodes (in
    fenced (its writes are refused, saying the root is OLD); the schema on both is up to date.
 3. fenced: OLD's capture refuses the application's writes from this instant, saying where
    writes go now (no superuser: the capture trigger's error path, internals §10).
-4. final-tick: on OLD, the transactions still writing end first (locks, as londiste3's
-   demote_root step 2), then one last tick.
+4. final-tick: on OLD, a statement trigger refusing the application's writes goes on its
+   tables (so no key check can fail before the refusal; creating it waits for the
+   transactions still writing), the event tables are locked as londiste3's demote_root step 2
+   does, then one last tick.
 5. applied: NEW's worker has applied it (else, after `takeover_timeout`, the fence is lifted
    again: OLD takes writes, nothing changed).
 6. promoted: NEW's sequences at or past OLD's; in one transaction NEW becomes the root, OLD
@@ -528,6 +530,7 @@ def _prepare(run: _Run, mode: str = "switchover") -> None:
         if not store_takeover.has_queue(new, queue):
             store_queue.create_queue(new, queue)
         store_takeover.fence(new, queue, note)
+        store_takeover.unfence_tables(new, queue)  # an old root's refusals (taking over back)
         captured = set(store_takeover.captured_tables(new, queue))
         for s in tables:
             target = s.dest_table or s.table_name
@@ -581,6 +584,7 @@ def _final_tick(run: _Run) -> int:
     """The final tick on OLD once its writers in flight ended, within lock_timeout; else the
     fence is lifted and the takeover stops with the sessions that held it up."""
     old, queue, cfg = run.old_conn(), run.queue, run.cfg
+    note = _note_new_root(queue, run.old_name, run.new_name, run.info.node_location)
     deadline = time.monotonic() + cfg.lock_timeout
     tick = None
     while tick is None:
@@ -588,7 +592,7 @@ def _final_tick(run: _Run) -> int:
         try:
             with old.transaction():
                 set_lock_timeout(old, max(left, 0.05))
-                tick = store_takeover.final_tick(old, queue)
+                tick = store_takeover.final_tick(old, queue, note)
         except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as e:
             if time.monotonic() < deadline and isinstance(e, pgerrors.DeadlockDetected):
                 continue
@@ -618,8 +622,10 @@ def _lift_fence(run: _Run) -> None:
     subscriber, armed: its capture stays fenced)."""
     old, queue = run.old_conn(), run.queue
     with old.transaction():
+        set_lock_timeout(old, run.cfg.lock_timeout)
         store_takeover.forget(old, queue)
         store_takeover.set_ticked_externally(old, queue, False)
+        store_takeover.unfence_tables(old, queue)
         store_takeover.unfence(old, queue)
     with run.new.transaction():
         store_takeover.forget(run.new, queue)

@@ -6,7 +6,7 @@ resolves a name through a schema another role can write (a `public.format(text, 
 beat pg_catalog's). Our SQL names user tables schema-qualified. Like PostgreSQL's own logical
 replication workers, the worker applies changes with this search_path: subscriber triggers
 that fire then must qualify their names or set their own search_path. Every session also sets
-`londiste_rs.replica = on` (REPLICA_SETTING), which a takeover's write fence reads."""
+`londiste_rs.replica = on` (store/session.py), which a takeover's write fence reads."""
 
 from __future__ import annotations
 
@@ -18,16 +18,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from londiste_rs.errors import ConnectError
+from londiste_rs.store.session import REPLICA_SETTING
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
 
 SAFE_SEARCH_PATH = "pg_catalog,pg_temp"
-# Every session of ours says it is londiste-rs itself: on a node whose capture a takeover
-# fenced (a branch that was, or is about to be, the root), the capture triggers then let the
-# rows our worker, copies and repair write through uncaptured, while the application's writes
-# are refused (sql/functions/takeover/_capture_refused.sql). Read only on that refusal path.
-REPLICA_SETTING = "londiste_rs.replica=on"
 
 
 def redact(text: str) -> str:

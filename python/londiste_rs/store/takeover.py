@@ -179,11 +179,23 @@ def capture_as(conn: Conn, queue: str, table: str, name: str) -> None:
 # -- the switch ------------------------------------------------------------------------------
 
 
-def final_tick(conn: Conn, queue: str) -> int:
-    """On the fenced old root: waits for the writers still in flight, makes the final tick and
-    records it (the recorded one when run again). Lock waits follow the session's
+def final_tick(conn: Conn, queue: str, note: str) -> int:
+    """On the fenced old root: its tables refuse the application's statements with `note`
+    (a statement trigger), the writers still in flight are waited for, the final tick made
+    and recorded (the recorded one when run again). Lock waits follow the session's
     lock_timeout."""
-    return int(_one(conn, "select londiste_rs.takeover_final_tick(%s)", [queue]))
+    return int(_one(conn, "select londiste_rs.takeover_final_tick(%s, %s)", [queue, note]))
+
+
+def fence_tables(conn: Conn, queue: str, note: str) -> int:
+    """The statement trigger refusing the application's writes with `note` on every captured
+    table of the queue (waits for their writers, under the session's lock_timeout)."""
+    return int(_one(conn, "select londiste_rs._fence_tables(%s, %s)", [queue, note]))
+
+
+def unfence_tables(conn: Conn, queue: str) -> int:
+    """Removes those statement triggers."""
+    return int(_one(conn, "select londiste_rs._unfence_tables(%s)", [queue]))
 
 
 def promote(conn: Conn, queue: str, last_tick: int, tick_time: datetime, event_seq: int) -> None:

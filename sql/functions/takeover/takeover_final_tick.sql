@@ -1,10 +1,11 @@
--- londiste_rs.takeover_final_tick(i_queue text)
---   On the old root, after the fence (_fence_queue): waits for the transactions that are
---   still writing the queue's captured tables to end (_await_writers), then makes the final
---   tick and records it in takeover_state, in this one transaction. Lock waits follow the caller's
+-- londiste_rs.takeover_final_tick(i_queue text, i_note text)
+--   On the old root, after the fence (_fence_queue): puts the statement trigger refusing the
+--   application's writes with i_note on its tables (_fence_tables, which waits for the
+--   transactions still writing them), waits for the rest (_await_writers), then makes the
+--   final tick and records it in takeover_state, in this one transaction. Lock waits follow the caller's
 --   lock_timeout. Run again, it returns the recorded tick without ticking.
 --   Returns: the final tick's id.
-create or replace function londiste_rs.takeover_final_tick(i_queue text)
+create or replace function londiste_rs.takeover_final_tick(i_queue text, i_note text)
 returns int8 language plpgsql
 set search_path = pg_catalog, pg_temp as $$
 declare
@@ -24,6 +25,7 @@ begin
         raise exception 'queue % is not fenced; fence it first', i_queue
             using errcode = 'object_not_in_prerequisite_state';
     end if;
+    perform londiste_rs._fence_tables(i_queue, i_note);
     perform londiste_rs._await_writers(q.queue_id);
     q := londiste_rs._queue(i_queue, true);
     tick := londiste_rs._tick(q.queue_id,

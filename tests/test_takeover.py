@@ -539,9 +539,91 @@ def test_two_sources_into_one_target_are_taken_over_one_after_the_other(
             "select tgrelid::regclass::text, tgname from pg_trigger where tgname like"
             " '_londiste_rs_%' and tgname not like '%_truncate' order by 1"
         )
-        assert triggers == [("a_acct", "_londiste_rs_qa"), ("a_counter", "_londiste_rs_qa"),
-                            ("b_acct", "_londiste_rs_qb"), ("b_counter", "_londiste_rs_qb")]  # fmt: skip
+        assert triggers == [
+            ("a_acct", "_londiste_rs_qa"),
+            ("a_counter", "_londiste_rs_qa"),
+            ("b_acct", "_londiste_rs_qb"),
+            ("b_counter", "_londiste_rs_qb"),
+        ]
     finally:
         for proc in procs:
             with contextlib.suppress(Exception):
                 stop(proc)
+
+
+def test_preflight_refuses_with_one_line_per_problem_and_changes_nothing(
+    tmp_path, make_db, provider_cluster, subscriber_cluster
+):
+    with cascade(tmp_path, make_db, provider_cluster, subscriber_cluster) as c:
+        old, new = c.root, c.leaf
+        old.db.sql("create table extra (id int primary key); create sequence spare")
+        ok(str(old.ini), "add-table", "public.extra")
+        ok(str(old.ini), "add-seq", "public.spare")
+        ok(str(new.ini), "pause")
+        for args in ((), ("--dry-run",)):
+            out = run_cli(str(new.ini), "takeover", "old", *args)
+            assert out.returncode == 2, out.stdout + out.stderr
+            text = out.stderr if not args else out.stdout
+            assert "Traceback" not in out.stderr
+            assert "table public.extra is replicated by old but not by new; add it on new" in text
+            assert "sequence public.spare is replicated by old but not by new" in text
+            assert "the worker of new is paused; resume it" in text
+        refused = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        problems = run_cli(str(new.ini), "takeover", "old").stderr.strip().splitlines()
+        assert len(problems) == 3 and all(
+            p.startswith("ERROR: takeover refused: ") for p in problems
+        )
+        assert refused == []  # the dry run reports on stdout
+        # nothing changed: new is a leaf without a queue, old takes writes
+        assert node_info(new.ini)["node_type"] == "leaf"
+        assert new.db.sql("select count(*) from londiste_rs.queue") == [(0,)]
+        old.db.sql("insert into acct (writer, n, src) values (-5, 1, 'still')")
+        assert "TAKEOVER" not in ok(str(new.ini), "status")
+
+        # the tables and sequences in place, but the worker stopped: the lag probe refuses
+        ok(str(old.ini), "remove-table", "public.extra")
+        ok(str(old.ini), "remove-seq", "public.spare")
+        ok(str(new.ini), "resume")
+        stop(c.procs.pop("worker new"))
+        msg = one_line_error(run_cli(str(new.ini), "takeover", "old", "--max-lag", "1"))
+        assert "new did not apply a fresh tick" in msg and "is the worker of new running?" in msg
+
+
+def test_a_writer_that_does_not_finish_stops_the_takeover_and_the_fence_is_lifted(
+    tmp_path, make_db, provider_cluster, subscriber_cluster
+):
+    with cascade(tmp_path, make_db, provider_cluster, subscriber_cluster) as c:
+        old, new = c.root, c.leaf
+        new_ini = job_ini(tmp_path, "new", new.db.dsn, lock_timeout=1)
+        with psycopg.connect(old.db.dsn) as idle:  # a transaction left open after a write
+            idle.execute("insert into acct (writer, n, src) values (-6, 1, 'open')")
+            started = time.monotonic()
+            msg = one_line_error(run_cli(str(new_ini), "takeover", "old"))
+            assert time.monotonic() - started < 30
+            assert "did not end within lock_timeout 1s (pid" in msg
+            assert "the fence was lifted, old takes writes again" in msg
+            idle.commit()  # its write was captured before the fence: it commits, and replicates
+        old.db.sql("insert into acct (writer, n, src) values (-6, 2, 'after')")
+        assert node_info(new.ini)["node_type"] == "leaf"
+        assert "TAKEOVER" not in ok(str(new.ini), "status")
+        wait_for(
+            "both writes on new",
+            lambda: new.db.sql("select n from acct where writer = -6 order by n") == [(1,), (2,)],
+        )
+
+        # a takeover stopped after the fence is called off with --abort
+        env = {**os.environ, PAUSE_ENV: "fenced"}
+        proc = spawn(str(new.ini), "takeover", "old", env=env)
+        assert proc.stdout is not None
+        assert "paused after step fenced" in proc.stdout.readline().decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert fence_message(old.db)[0] == "25006"
+        out = takeover(new.ini, "old", "--abort")
+        assert "takeover aborted: old takes writes again" in out
+        old.db.sql("insert into acct (writer, n, src) values (-6, 3, 'aborted')")
+        assert "TAKEOVER" not in ok(str(new.ini), "status")
+        wait_for(
+            "the third write on new",
+            lambda: new.db.sql("select count(*) from acct where writer = -6") == [(3,)],
+        )

@@ -25,13 +25,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import Tool, all_tools
-from scenarios import FULL, QUICK, Context, backlog, capture, initial_copy, lag, many_tables
+from scenarios import (
+    FULL,
+    QUICK,
+    Context,
+    backlog,
+    capture,
+    initial_copy,
+    lag,
+    many_tables,
+    takeover,
+)
 from support import chart, deps, machine, report
 from support.env import BenchEnv
 from support.results import Results
 
 SCENARIOS = {"copy": initial_copy, "backlog": backlog, "capture": capture, "lag": lag,
-             "many": many_tables}  # fmt: skip
+             "many": many_tables, "takeover": takeover}  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = [("ours", "londiste-rs"), ("londiste3", "londiste3"), ("logical", "native LR"),
          ("raw", "raw COPY pipe"), ("none", "no capture"), ("pgcopydb", "pgcopydb")]  # fmt: skip

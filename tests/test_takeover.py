@@ -361,7 +361,8 @@ def test_takeover_killed_at_a_step_is_explained_by_status_and_completed_by_a_rer
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             status = ok(str(new.ini), "status")
-            assert f"stopped at step {step}" in status, status
+            assert f"switchover of old by new is at step {step}" in status, status
+            assert "if its command stopped, run 'takeover old' with new's config" in status
             assert "to complete it" in status
             out = takeover(new.ini, "old")
             assert f"resumed after step {step}: done" in out, out
@@ -627,3 +628,33 @@ def test_a_writer_that_does_not_finish_stops_the_takeover_and_the_fence_is_lifte
             "the third write on new",
             lambda: new.db.sql("select count(*) from acct where writer = -6") == [(3,)],
         )
+
+
+def test_takeover_all_moves_the_old_roots_other_subscribers(
+    tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster
+):
+    with cascade(tmp_path, make_db, provider_cluster, subscriber_cluster) as c:
+        old, new = c.root, c.leaf
+        sib_db = make_db(third_cluster, "sib")
+        sib_db.sql(SCHEMA)
+        sib = Node("sib", sib_db, job_ini(tmp_path, "sib", sib_db.dsn))
+        ok(str(sib.ini), "create-leaf", "sib", sib_db.dsn, f"--provider={old.db.dsn}")
+        ok(str(sib.ini), "add-table", "public.acct", "public.counter")
+        c.procs["worker sib"] = spawn(str(sib.ini), "worker")
+        ok(str(sib.ini), "wait-sync", "--timeout", "60")
+        old.db.sql(
+            "insert into acct (writer, n, src) select 7, g, 'old' from generate_series(1, 9) g"
+        )
+        # the new node learned of sib when sib was created (every reachable member does)
+        assert "sib" in {m["node_name"] for m in json.loads(ok(str(new.ini), "members", "--json"))}
+        out = takeover(new.ini, "old", "--all")
+        assert "sib follows new from tick" in out, out
+        assert node_info(sib.ini)["provider_node"] == "new"
+        assert old.db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
+        subs = new.db.sql("select subscriber_node from londiste_rs.subscriber_info order by 1")
+        assert subs == [("old",), ("sib",)]
+        new.db.sql(
+            "insert into acct (writer, n, src) select 8, g, 'new' from generate_series(1, 4) g"
+        )
+        wait_for("sib == new", lambda: rows(sib_db) == rows(new.db), timeout=60)
+        same_rows(old.db, new.db)

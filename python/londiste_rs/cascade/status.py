@@ -143,7 +143,7 @@ def _takeover(conn: store_node.Conn, queue: str) -> tuple[str | None, str | None
         )
     side = "becoming the root" if st.node_role == "new" else "being taken over"
     what = (
-        f"{st.mode} of {st.old_node} by {st.new_node} stopped at step {st.step} "
-        f"(this node is {side}; since {st.step_at:%Y-%m-%d %H:%M:%S}): {todo}"
+        f"{st.mode} of {st.old_node} by {st.new_node} is at step {st.step} (this node is "
+        f"{side}; since {st.step_at:%Y-%m-%d %H:%M:%S}); if its command stopped, {todo}"
     )
     return what, note

@@ -473,11 +473,13 @@ def test_dead_root_failover_then_resurrect_names_the_lost_events(
             c.stop_all()
 
 
-def test_two_sources_into_one_target_are_taken_over_one_after_the_other(
-    tmp_path, make_db, provider_cluster, third_cluster, subscriber_cluster
+@pytest.mark.parametrize("at_once", [False, True], ids=["one after the other", "at once"])
+def test_two_sources_into_one_target_are_taken_over(
+    at_once, tmp_path, make_db, provider_cluster, third_cluster, subscriber_cluster
 ):
     """Two roots (queues qa, qb) feed one target database, which holds one node per queue;
-    each source is taken over by one command with its node's config, under load at both."""
+    each source is taken over by one command with its node's config, under load at both,
+    one after the other or both at once."""
     src = {"a": make_db(provider_cluster, "ra"), "b": make_db(third_cluster, "rb")}
     target = make_db(subscriber_cluster, "merged")
     schema = {p: SCHEMA.replace("acct", f"{p}_acct").replace("counter", f"{p}_counter")
@@ -509,14 +511,21 @@ def test_two_sources_into_one_target_are_taken_over_one_after_the_other(
                 wait_for(
                     f"writes on r{p}", lambda p=p: loads[p].errors or loads[p].count("old") > 30
                 )
-            for p in ("a", "b"):  # one after the other
-                out = takeover(nodes[p], f"r{p}")
-                assert f"takeover of r{p} by t{p} (queue q{p}): done" in out, out
+            if at_once:
+                running = [spawn(str(nodes[p]), "takeover", f"r{p}") for p in ("a", "b")]
+                outs = [proc.communicate(120)[0].decode() for proc in running]
+                assert [proc.returncode for proc in running] == [0, 0], outs
+                for p, out in zip(("a", "b"), outs, strict=True):
+                    assert f"takeover of r{p} by t{p} (queue q{p}): done" in out, out
+            for p in ("a", "b"):  # (one after the other unless at once)
+                if not at_once:
+                    out = takeover(nodes[p], f"r{p}")
+                    assert f"takeover of r{p} by t{p} (queue q{p}): done" in out, out
                 wait_for(
                     f"writes on t{p}", lambda p=p: loads[p].errors or loads[p].count("new") > 30
                 )
-            # while qa is switched, qb's source goes on taking writes until its own turn
-            assert loads["b"].count("old") > loads["a"].count("old") // 4
+            if not at_once:  # qb's source went on taking writes until its own turn
+                assert loads["b"].count("old") > loads["a"].count("old") // 4
         for p, db in src.items():
             assert loads[p].errors == []
             check_every_ack_once(target, loads[p])

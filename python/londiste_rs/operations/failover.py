@@ -174,6 +174,8 @@ def _tag_dead(run: _Run, conns: dict[str, Conn]) -> None:
 
 def _catch_up(run: _Run, conns: dict[str, Conn], timeout: float) -> None:
     """Follows the sibling branch that got furthest until this node has its last tick."""
+    if run.report.at("caught up") is not None:
+        return
     have = run.refresh().last_tick_id or 0
     ahead = [
         (sinfo.last_tick_id or 0, name, conn)

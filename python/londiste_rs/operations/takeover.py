@@ -219,6 +219,9 @@ def takeover(
             )
         stored = _member_location(new, queue, old_name)
         mode = "failover" if dead_root else (state.mode if running and state else "switchover")
+        switching = running and state is not None and state.mode != "failover"
+        if switching and dead_root and info.node_type != "root":
+            running = False  # OLD died during a switchover: fail over afresh
         report = Report(queue, mode, old_name, info.node_name, dry_run=dry_run)
         run = _Run(cfg, new, info, old_name, stored, report, state=state if running else None)
         if running and state is not None:
@@ -807,6 +810,15 @@ def _abort(run: _Run) -> Report:
             f"{run.new_name} is the root already (step {run.state.step}); complete the takeover "
             f"by running it again, then take over back from {run.old_name} if needed"
         )
+    if run.state.mode == "failover":
+        with run.new.transaction():
+            store_takeover.forget(run.new, run.queue)
+        report.notes.append(
+            f"failover aborted: {run.new_name} stays a {run.info.node_type} (its capture stays "
+            f"fenced); members that were told {run.old_name} is dead still say so"
+        )
+        report.complete = True
+        return report
     with contextlib.ExitStack() as stack:
         run.old, run.oinfo = _reach_old(run, stack)
         st = store_takeover.get_state(run.old, run.queue)

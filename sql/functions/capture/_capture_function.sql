@@ -117,8 +117,12 @@ declare
 begin
     cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
     if cur OPERATOR(pg_catalog.<) 0 OR cur OPERATOR(pg_catalog.>=) %s then
-        -- the queue takes no events now: refused (by a takeover's fence: saying where writes
-        -- go now), or not captured when londiste-rs itself applies here (a fenced node's apply)
+        -- the queue takes no events now: not captured when londiste-rs itself writes here (a
+        -- fenced node's apply), else refused (by a takeover's fence: saying where writes go)
+        if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
+                true) OPERATOR(pg_catalog.=) 'on' then
+            return null;
+        end if;
         if londiste_rs._capture_refused(%L, %L, cur) then
             return null;
         end if;

@@ -667,3 +667,71 @@ def test_takeover_all_moves_the_old_roots_other_subscribers(
         )
         wait_for("sib == new", lambda: rows(sib_db) == rows(new.db), timeout=60)
         same_rows(old.db, new.db)
+
+
+def test_takeover_of_a_branch_alive_then_dead(
+    tmp_path, make_db, provider_cluster, subscriber_cluster, third_cluster
+):
+    """londiste3's takeover of a branch (provider changes, no fence): b2 takes the place of
+    its provider b1 (b1 and b1's leaf follow b2), then b1 takes over b2 after b2 is gone."""
+    dbs = {
+        "r": make_db(provider_cluster, "r"),
+        "b1": make_db(subscriber_cluster, "b1"),
+        "b2": make_db(third_cluster, "b2"),
+        "s": make_db(provider_cluster, "s"),
+    }
+    for db in dbs.values():
+        db.sql(SCHEMA)
+    ini = {n: job_ini(tmp_path, n, db.dsn) for n, db in dbs.items()}
+    ok(str(ini["r"]), "create-root", "r", dbs["r"].dsn)
+    ok(str(ini["r"]), "add-table", "public.acct", "public.counter")
+    procs = {"ticker": spawn("ticker", str(ticker_ini(tmp_path, "r", dbs["r"])))}
+    try:
+        for name, kind, provider in (("b1", "branch", "r"), ("b2", "branch", "b1"),
+                                     ("s", "leaf", "b1")):  # fmt: skip
+            ok(str(ini[name]), f"create-{kind}", name, dbs[name].dsn,
+               f"--provider={dbs[provider].dsn}")  # fmt: skip
+            ok(str(ini[name]), "add-table", "public.acct", "public.counter")
+            procs[name] = spawn(str(ini[name]), "worker")
+            ok(str(ini[name]), "wait-sync", "--timeout", "60")
+
+        def provider(name: str) -> str:
+            return str(node_info(ini[name])["provider_node"])
+
+        def converged(*names: str) -> None:
+            for n in names:
+                wait_for(f"{n} == r", lambda n=n: rows(dbs[n]) == rows(dbs["r"]), timeout=60)
+
+        dbs["r"].sql(
+            "insert into acct (writer, n, src) select 1, g, 'r' from generate_series(1, 5) g"
+        )
+        out = takeover(ini["b2"], "b1", "--all")
+        assert "takeover of b1 by b2 (queue q1): done" in out, out
+        assert (provider("b2"), provider("b1"), provider("s")) == ("r", "b2", "b2")
+        dbs["r"].sql(
+            "insert into acct (writer, n, src) select 2, g, 'r' from generate_series(1, 5) g"
+        )
+        converged("b2", "b1", "s")
+
+        # b2 is gone for good: b1 takes its place, b2's leaf moves under b1
+        stop(procs.pop("b2"))
+        dbs["b2"].cluster.drop_database(dbs["b2"].name)
+        msg = one_line_error(run_cli(str(ini["b1"]), "takeover", "b2"))
+        assert "--dead-branch" in msg
+        out = takeover(ini["b1"], "b2", "--dead-branch")
+        assert "takeover of b2 by b1 (queue q1): done" in out, out
+        assert (provider("b1"), provider("s")) == ("r", "b1")
+        dead = {
+            m["node_name"]: m["dead"] for m in json.loads(ok(str(ini["r"]), "members", "--json"))
+        }
+        assert dead["b2"] is True
+        dbs["r"].sql(
+            "insert into acct (writer, n, src) select 3, g, 'r' from generate_series(1, 5) g"
+        )
+        converged("b1", "s")
+        subs = dbs["r"].sql("select subscriber_node from londiste_rs.subscriber_info order by 1")
+        assert subs == [("b1",)]
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(Exception):
+                stop(proc)

@@ -14,7 +14,7 @@ alter table londiste_rs.queue add column queue_fence_note text;
 create table londiste_rs.takeover_state (
     queue_name  text primary key references londiste_rs.node_info on delete cascade,
     node_role   text not null check (node_role in ('new', 'old')),
-    mode        text not null check (mode in ('switchover', 'failover', 'resurrect')),
+    mode        text not null check (mode in ('switchover', 'failover', 'resurrect', 'branch')),
     old_node    text not null,
     new_node    text not null,
     step        text not null,

@@ -134,7 +134,7 @@ def _takeover(conn: store_node.Conn, queue: str) -> tuple[str | None, str | None
     verb = "takeover --dead-root" if st.mode == "failover" else "takeover"
     if st.mode == "resurrect":
         todo = f"run 'resurrect' with {st.old_node}'s config to complete it"
-    elif st.step in ("promoted", "demoted"):
+    elif st.step in ("promoted", "demoted") or st.mode == "branch":
         todo = f"run '{verb} {st.old_node}' with {st.new_node}'s config to complete it"
     else:
         todo = (
@@ -143,7 +143,8 @@ def _takeover(conn: store_node.Conn, queue: str) -> tuple[str | None, str | None
         )
     side = "becoming the root" if st.node_role == "new" else "being taken over"
     what = (
-        f"{st.mode} of {st.old_node} by {st.new_node} is at step {st.step} (this node is "
+        f"{'takeover of branch' if st.mode == 'branch' else st.mode} of {st.old_node} by "
+        f"{st.new_node} is at step {st.step} (this node is "
         f"{side}; since {st.step_at:%Y-%m-%d %H:%M:%S}); if its command stopped, {todo}"
     )
     return what, note

@@ -65,7 +65,7 @@ def takeover_cmd(
     dead_branch: bool = typer.Option(
         False,
         "--dead-branch",
-        help="(londiste3's option; branches are moved with change-provider)",
+        help="OLD is a branch that is gone: take its place, move its subscribers here.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the checks and the plan only."),
     abort: bool = typer.Option(
@@ -85,15 +85,15 @@ def takeover_cmd(
     from londiste_rs.errors import UsageError
     from londiste_rs.operations.takeover import TakeoverRefused, takeover
 
-    if dead_branch:
+    if dead_root and dead_branch:
         raise UsageError(
-            "--dead-branch: move the subscribers of a dead branch with change-provider "
-            "(takeover here switches the root)"
+            "--dead-root and --dead-branch exclude each other; OLD is one or the other"
         )
     try:
         report = takeover(
-            cfg_of(config), old, all_subscribers=all_, dead_root=dead_root, dry_run=dry_run,
-            abort=abort, max_lag=max_lag, timeout=timeout,
+            cfg_of(config), old, all_subscribers=all_, dead_root=dead_root,
+            dead_branch=dead_branch, dry_run=dry_run, abort=abort, max_lag=max_lag,
+            timeout=timeout,
         )  # fmt: skip
     except TakeoverRefused as e:
         for line in e.problems:

@@ -192,6 +192,7 @@ def takeover(
     *,
     all_subscribers: bool = False,
     dead_root: bool = False,
+    dead_branch: bool = False,
     dry_run: bool = False,
     abort: bool = False,
     max_lag: float | None = None,
@@ -219,6 +220,7 @@ def takeover(
             )
         stored = _member_location(new, queue, old_name)
         mode = "failover" if dead_root else (state.mode if running and state else "switchover")
+        mode = "branch" if dead_branch else mode
         switching = running and state is not None and state.mode != "failover"
         if switching and dead_root and info.node_type != "root":
             running = False  # OLD died during a switchover: fail over afresh
@@ -239,7 +241,15 @@ def takeover(
             from londiste_rs.operations.failover import failover
 
             return failover(run, all_subscribers=True, dry_run=dry_run, timeout=timeout)
-        run.old, run.oinfo = _reach_old(run, stack)
+        if mode != "branch":
+            run.old, run.oinfo = _reach_old(run, stack)
+            if run.state is None and run.oinfo.node_type == "branch":
+                mode = report.mode = "branch"
+        if mode == "branch":
+            from londiste_rs.operations.branch import branch_takeover
+
+            return branch_takeover(run, dead=dead_branch, all_subscribers=all_subscribers,
+                                   dry_run=dry_run, timeout=timeout)  # fmt: skip
         return _switchover(run, all_subscribers, dry_run, max_lag, timeout)
 
 
@@ -281,7 +291,8 @@ def _reach_old(run: _Run, stack: contextlib.ExitStack) -> tuple[Conn, NodeInfo]:
             f"; it stays fenced; run the takeover again when it is back, so it follows "
             f"{run.new_name}"
             if run.info.node_type == "root"
-            else "; if it is gone for good, take over with --dead-root"
+            else "; if it is gone for good, take over with --dead-root (a root) or --dead-branch"
+            " (a branch)"
         )
         raise ConnectError(f"{e}{hint}") from None
     oinfo = get_node_info(old, run.queue)
@@ -459,11 +470,6 @@ def _switchover(
             f"takeover with the config of {run.old_name}"
         )
     if not resuming and oinfo.node_type != "root":
-        if oinfo.node_type == "branch":
-            raise UsageError(
-                f"{run.old_name} is a branch of queue {queue}: move nodes between branches with "
-                "change-provider (takeover of a branch is not supported)"
-            )
         raise UsageError(f"{run.old_name} is a leaf of queue {queue}; nothing to take over")
     if dry_run:
         report.checks = preflight(run, max_lag) if not resuming else []
@@ -809,6 +815,11 @@ def _abort(run: _Run) -> Report:
         raise UsageError(
             f"{run.new_name} is the root already (step {run.state.step}); complete the takeover "
             f"by running it again, then take over back from {run.old_name} if needed"
+        )
+    if run.state.mode == "branch":
+        raise UsageError(
+            f"a takeover of branch {run.old_name} changes providers only, there is no fence to "
+            "lift: run it again to complete it"
         )
     if run.state.mode == "failover":
         with run.new.transaction():

@@ -26,7 +26,8 @@ Switchover (OLD alive), each step recorded in `takeover_state` on both nodes (in
 
 Killed at any step, the rows say where it stopped (`status`), and the same command completes
 it; `--abort` lifts OLD's fence instead while NEW is not promoted. `--dead-root`: OLD is gone
-(`failover`); `resurrect` later re-attaches it (operations/resurrect.py).
+(operations/failover.py); `resurrect` later re-attaches it (operations/resurrect.py). OLD a
+branch (`--dead-branch` when gone): provider changes only (operations/branch.py).
 """
 
 from __future__ import annotations

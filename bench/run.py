@@ -35,13 +35,14 @@ from scenarios import (
     initial_copy,
     lag,
     many_tables,
+    takeover,
 )
 from support import chart, deps, machine, report
 from support.env import BenchEnv
 from support.results import Results
 
 SCENARIOS = {"copy": initial_copy, "backlog": backlog, "capture": capture, "lag": lag,
-             "many": many_tables, "compare": compare}  # fmt: skip
+             "many": many_tables, "compare": compare, "takeover": takeover}  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = [("ours", "londiste-rs"), ("londiste3", "londiste3"), ("logical", "native LR"),
          ("raw", "raw COPY pipe"), ("none", "no capture"), ("pgcopydb", "pgcopydb")]  # fmt: skip

@@ -54,6 +54,14 @@ class JobConfig:
     exception_sleep: float
     # seconds between the worker's heartbeats, which `status` reads (replication/heartbeat.py)
     heartbeat_period: float = 5.0
+    # takeover: the pre-flight's bound on the new root's lag (seconds), and how long the switch
+    # waits for it to apply the old root's final tick before lifting the fence again
+    takeover_max_lag: float = 5.0
+    takeover_timeout: float = 30.0
+    # takeover --dead-root: sequences move this many increments past what the new root knows
+    # (the dead root may have handed out values since the last sync; londiste3 keeps its
+    # subscribers 10000 to 30000 ahead for this)
+    failover_seq_gap: int = 10000
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,9 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         lock_timeout=s.number("lock_timeout", 10.0),
         exception_sleep=s.number("exception_sleep", 20.0),
         heartbeat_period=max(0.1, s.number("heartbeat_period", 5.0)),
+        takeover_max_lag=s.number("takeover_max_lag", 5.0),
+        takeover_timeout=s.number("takeover_timeout", 30.0),
+        failover_seq_gap=max(0, s.integer("failover_seq_gap", 10000)),
     )
 
 

@@ -24,6 +24,7 @@ from londiste_rs.store import health as store_health
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
+from londiste_rs.store import takeover as store_takeover
 from londiste_rs.store.node import get_node_info
 
 
@@ -53,6 +54,10 @@ class NodeStatus:
     error_seconds: float | None = None  # since `error` was recorded
     ticks: store_health.QueueTicks | None = None  # its queue's (root, branch)
     problems: tuple[str, ...] = ()  # what needs attention, one line each with its fix
+    # a takeover stopped half-way (its step, what to run), or None
+    takeover: str | None = None
+    # the note its capture refuses the application's writes with (fenced), or None
+    fence: str | None = None
 
 
 def _problems(
@@ -90,6 +95,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
     root = find_root(cfg, cfg.db)
     out: list[tuple[int, NodeStatus]] = []
     root_tick: int | None = None
+    seen: set[str] = set()  # during a takeover the old root and the new one list each other
 
     def visit(where: str, location: str, name: str, provider: str | None, depth: int) -> None:
         """`where`: the connection string used; `location`: the one shown (no password)."""
@@ -109,6 +115,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 beat = store_health.heartbeat(conn, queue) if known else None
                 qticks = store_health.queue_ticks(conn, queue)
                 apply_age, error_age = store_health.local_ages(conn, queue)
+                takeover, fence = _takeover(conn, queue)
         except (LondisteError, psycopg.Error) as e:
             why = first_line(e)
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
@@ -147,11 +154,17 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     ticks=qticks,
                     problems=_problems(
                         info, known, beat, qticks, failed, consumers, error_age, start
-                    ),
+                    )
+                    + ((f"a takeover stopped half-way: {takeover}",) if takeover else ()),
+                    takeover=takeover,
+                    fence=fence,
                 ),
             )
         )
+        seen.add(info.node_name)
         for sub_name, sub_location in subs:
+            if sub_name in seen:
+                continue
             if sub_location is not None:
                 try:
                     sub_where = trusted_location(sub_location, cfg)
@@ -167,3 +180,31 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
         assert info is not None
     visit(root, for_storing(root), info.node_name, None, 0)
     return out
+
+
+def _takeover(conn: store_node.Conn, queue: str) -> tuple[str | None, str | None]:
+    """(what a takeover stopped half-way needs, the fence note) of the node, for status."""
+    if not store_takeover.supported(conn):
+        return None, None
+    fence = store_takeover.queue_fence(conn, queue)
+    note = fence.note or "fenced" if fence is not None and fence.fenced else None
+    st = store_takeover.get_state(conn, queue)
+    if st is None or st.finished:
+        return None, note
+    verb = "takeover --dead-root" if st.mode == "failover" else "takeover"
+    if st.mode == "resurrect":
+        todo = f"run 'resurrect' with {st.old_node}'s config to complete it"
+    elif st.step in ("promoted", "demoted") or st.mode == "branch":
+        todo = f"run '{verb} {st.old_node}' with {st.new_node}'s config to complete it"
+    else:
+        todo = (
+            f"run '{verb} {st.old_node}' with {st.new_node}'s config to complete it, or add "
+            "--abort to cancel it"
+        )
+    side = "becoming the root" if st.node_role == "new" else "being taken over"
+    what = (
+        f"{'takeover of branch' if st.mode == 'branch' else st.mode} of {st.old_node} by "
+        f"{st.new_node} is at step {st.step} (this node is "
+        f"{side}; since {st.step_at:%Y-%m-%d %H:%M:%S}); if its command stopped, {todo}"
+    )
+    return what, note

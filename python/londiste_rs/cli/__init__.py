@@ -16,7 +16,7 @@ import psycopg
 import typer
 
 # The verb modules: each registers its verbs on `app` when imported.
-from londiste_rs.cli import demo, execute, node, operations, tables, ticker  # noqa: F401
+from londiste_rs.cli import demo, execute, node, operations, tables, takeover, ticker  # noqa: F401
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.errors import LondisteError
 from londiste_rs.pg.db import redact

@@ -147,6 +147,10 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         typer.echo(f"{'  ' * depth}    {_worker_line(s)}")
         if s.ticks is not None:
             typer.echo(f"{'  ' * depth}    {_ticks_line(s.ticks)}")
+        if s.takeover:
+            typer.echo(f"{'  ' * depth}    TAKEOVER: {redact(s.takeover)}")
+        if s.fence:
+            typer.echo(f"{'  ' * depth}    Writes refused here: {redact(s.fence)}")
         for c in s.consumers:
             typer.echo(f"{'  ' * depth}    {_consumer_line(s.name, c)}")
         for problem in s.problems:
@@ -190,6 +194,13 @@ def _consumer_line(node: str, c: Consumer) -> str:
     lag = "-" if c.lag_seconds is None else f"{c.lag_seconds:.1f}s"
     pending = "-" if c.pending_events is None else str(c.pending_events)
     line = f"Consumer {c.name}: lag {lag}, pending events {pending}"
+    if c.subscriber_node is None and c.name.endswith(".gravestone"):
+        dead = c.name.removesuffix(".gravestone")
+        return (
+            f"{line}; GRAVESTONE of node {dead}, failed over: kept at the last tick it sent "
+            f"for its 'resurrect' (it holds back rotation; 'unregister-consumer {c.name}' "
+            "if it never comes back)"
+        )
     if c.subscriber_node is None:
         return (
             f"{line}; ORPHAN: no subscriber node reads it, and it holds back the queue's "

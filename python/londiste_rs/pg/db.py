@@ -5,7 +5,8 @@ Every session runs with `search_path = pg_catalog, pg_temp` (SAFE_SEARCH_PATH): 
 resolves a name through a schema another role can write (a `public.format(text, text)` would
 beat pg_catalog's). Our SQL names user tables schema-qualified. Like PostgreSQL's own logical
 replication workers, the worker applies changes with this search_path: subscriber triggers
-that fire then must qualify their names or set their own search_path."""
+that fire then must qualify their names or set their own search_path. Every session also sets
+`londiste_rs.replica = on` (store/session.py), which a takeover's write fence reads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from londiste_rs.errors import ConnectError
+from londiste_rs.store.session import REPLICA_SETTING
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
@@ -58,7 +60,7 @@ def connect(
     # ours last: a later -c wins over the connection string's (or PGOPTIONS') and the caller's
     given = params.get("options") or os.environ.get("PGOPTIONS")
     options = " ".join(str(o) for o in (given, kwargs.pop("options", None)) if o)
-    kwargs["options"] = f"{options} -c search_path={SAFE_SEARCH_PATH}".strip()
+    kwargs["options"] = f"{options} -c search_path={SAFE_SEARCH_PATH} -c {REPLICA_SETTING}".strip()
     try:
         conn = psycopg.connect(
             connstr, autocommit=autocommit, application_name="londiste-rs", **kwargs

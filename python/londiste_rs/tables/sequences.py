@@ -24,7 +24,7 @@ from londiste_rs.config import JobConfig
 from londiste_rs.errors import TableError, UsageError
 from londiste_rs.pg.db import connect
 from londiste_rs.pg.ddl import create_sequence
-from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, exists, quoted_name, resolve
+from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, exists, name_of, quoted_name, resolve
 from londiste_rs.pg.names import select as select_names
 from londiste_rs.store import tables as store_tables
 from londiste_rs.tables.common import SUBSCRIBERS, all_user, local_seqs, node_for, provider_location
@@ -229,3 +229,67 @@ def sync_sequences(local: Conn, prov: Conn, queue: str) -> None:
 def _store_seq_values(conn: Conn, queue: str, done: list[SeqSync]) -> None:
     for s in done:
         store_tables.store_seq_value(conn, queue, str(s.name), s.provider)
+
+
+def past_column_max(conn: Conn, names: Sequence[str | TableName]) -> list[SeqSync]:
+    """Moves each sequence that a table column owns (serial, identity) past that column's
+    largest value (smallest, for a descending one), when it is not there already: after a
+    failover, the new root cannot read the dead root's sequences, but no value its replicated
+    rows hold is handed out again."""
+    out: list[SeqSync] = []
+    present = [n for n in _names(names) if exists(conn, n)]
+    states = read(conn, present)
+    for name in present:
+        row = conn.execute(
+            "select n.nspname, c.relname, a.attname from pg_catalog.pg_depend d"
+            " join pg_catalog.pg_attribute a on a.attrelid = d.refobjid"
+            "  and a.attnum = d.refobjsubid"
+            " join pg_catalog.pg_class c on c.oid = d.refobjid"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where d.classid = 'pg_catalog.pg_class'::regclass and d.objid = %s::regclass"
+            "  and d.refclassid = 'pg_catalog.pg_class'::regclass and d.deptype in ('a', 'i')",
+            [quoted_name(name)],
+        ).fetchone()
+        if row is None:
+            continue
+        s = states[name]
+        agg = "max" if s.increment > 0 else "min"
+        table = sql.Identifier(row[0], row[1])
+        query = sql.SQL("select {}({}) from {}").format(sql.SQL(agg), sql.Identifier(row[2]), table)
+        edge = conn.execute(query).fetchone()
+        if edge is None or edge[0] is None:
+            continue
+        used = int(edge[0])
+        if (used - s.next_value) * (1 if s.increment > 0 else -1) >= 0:
+            conn.execute("select setval(%s::regclass, %s, true)", [quoted_name(name), used])
+            log.info("sequence %s: %d -> past %s.%s's values (%d)", name, s.next_value, row[0],
+                     row[1], used)  # fmt: skip
+            out.append(SeqSync(name, used + s.increment, s.next_value, True))
+    return out
+
+
+def _names(names: Sequence[str | TableName]) -> list[TableName]:
+    return [n if isinstance(n, TableName) else name_of(n) for n in names]
+
+
+def advance(conn: Conn, names: Sequence[str | TableName], steps: int) -> list[SeqSync]:
+    """Moves each sequence `steps` increments forward (within its bounds): after a failover,
+    past what the dead root may have handed out since this node last synced from it."""
+    out: list[SeqSync] = []
+    present = [n for n in _names(names) if exists(conn, n)]
+    with conn.transaction():
+        for name, s in read(conn, present).items():
+            row = conn.execute(
+                "select case when p.seqincrement > 0"
+                " then least(p.seqmax, %s::numeric + p.seqincrement * %s)"
+                " else greatest(p.seqmin, %s::numeric + p.seqincrement * %s) end"
+                " from pg_catalog.pg_sequence p where p.seqrelid = %s::regclass",
+                [s.last_value, steps, s.last_value, steps, quoted_name(name)],
+            ).fetchone()
+            assert row is not None
+            target = int(row[0])
+            conn.execute("select setval(%s::regclass, %s, true)", [quoted_name(name), target])
+            log.info("sequence %s: %d -> %d (%d steps ahead)", name, s.next_value,
+                     target + s.increment, steps)  # fmt: skip
+            out.append(SeqSync(name, target + s.increment, s.next_value, True))
+    return out

@@ -25,6 +25,9 @@
 --   of 16 interleaved rounds on PG 15); reading pg_class.relnatts with a query cost 1.9 us. A rename or a type
 --   change keeps the field count: a type change of a built-in type is caught by the
 --   subscriber's type check, and both are refused there until execute makes them.
+--   The current event table is read first; a queue that takes no events (inserts disabled, or
+--   a takeover's fence) is handled by _capture_refused on that path only, so the fence costs
+--   the writes nothing while the queue is open.
 --   Returns: the function's name.
 create or replace function londiste_rs._capture_function(i_queue text, i_table regclass,
                                                          i_name text default null)
@@ -121,6 +124,18 @@ declare
     cur pg_catalog.int8;
     shape pg_catalog.text := %L;
 begin
+    cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
+    if cur OPERATOR(pg_catalog.<) 0 OR cur OPERATOR(pg_catalog.>=) %s then
+        -- the queue takes no events now: not captured when londiste-rs itself writes here (a
+        -- fenced node's apply), else refused (by a takeover's fence: saying where writes go)
+        if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
+                true) OPERATOR(pg_catalog.=) 'on' then
+            return null;
+        end if;
+        if londiste_rs._capture_refused(%L, %L, cur) then
+            return null;
+        end if;
+    end if;
     if enc OPERATOR(pg_catalog.=) %L then
         enc := null;
 %s
@@ -146,16 +161,16 @@ begin
             shape := londiste_rs.table_shape(TG_RELID);
         end if;
     end if;
-    cur := pg_catalog.pg_sequence_last_value(%s::pg_catalog.oid::pg_catalog.regclass);
 %s    else
         raise exception 'queue %% does not accept events now (inserts disabled)', %L
             using errcode = 'object_not_in_prerequisite_state';
     end if;
     return null;
 end $body$;
-$f$, fn, i_queue, global_name, shape, db_encoding, payload, payload, db_encoding, payload,
-        next_attnum, fields,
-        format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid, inserts, i_queue);
+$f$, fn, i_queue, global_name, shape,
+        format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid,
+        q.queue_ntables, i_queue, global_name,
+        db_encoding, payload, payload, db_encoding, payload, next_attnum, fields, inserts, i_queue);
     execute format('revoke all on function londiste_rs.%I() from public', fn);
     return fn;
 end $$;

@@ -14,6 +14,7 @@ begin
      where tgrelid = i_table and tgname in (trg, trg || '_truncate');
     execute format('drop trigger if exists %I on %s', trg, i_table);
     execute format('drop trigger if exists %I on %s', trg || '_truncate', i_table);
+    execute format('drop trigger if exists %I on %s', trg || '_fence', i_table);  -- (takeover)
     execute format('drop function if exists londiste_rs.%I()', fn);
     return case when was > 0 then 1 else 0 end;
 end $$;

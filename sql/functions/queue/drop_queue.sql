@@ -1,5 +1,5 @@
 -- londiste_rs.drop_queue(i_queue text, i_force boolean default false)
---   Drops a queue: its capture triggers and their functions, event tables, sequences, ticks,
+--   Drops a queue: its capture triggers (and a takeover's refusing ones) and their functions, event tables, sequences, ticks,
 --   subscriptions and retry events. Refuses while consumers are registered unless i_force.
 --   Returns: 1 when dropped, 0 when there was no such queue.
 create or replace function londiste_rs.drop_queue(i_queue text, i_force boolean default false)
@@ -22,6 +22,7 @@ begin
         raise exception 'queue % still has consumers (%); unregister them first or drop with force',
             i_queue, consumers using errcode = 'object_in_use';
     end if;
+    perform londiste_rs._unfence_tables(i_queue);  -- a takeover's refusals, if any
     for r in
         select t.tgrelid::regclass as tbl, t.tgname
           from pg_trigger t join pg_proc p on p.oid = t.tgfoid

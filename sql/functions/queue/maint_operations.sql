@@ -15,7 +15,7 @@ declare
 begin
     for q in select * from londiste_rs.queue order by queue_id loop
         cur := londiste_rs._cur_table(q.queue_id);
-        tbl := case when cur < 0 then -1 - cur else cur end;
+        tbl := londiste_rs._cur_index(cur);  -- (a queue fenced by a takeover rotates)
         if q.queue_switch_step2 is null or q.queue_cur_table <> tbl
            or q.queue_disable_insert <> (cur < 0) then
             func_name := 'londiste_rs.maint_rotate_tables_step2'; func_arg := q.queue_name;

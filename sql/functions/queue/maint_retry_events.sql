@@ -25,7 +25,7 @@ begin
             ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
             ' select ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
             ' ev_extra1, ev_extra2, ev_extra3, ev_extra4 from due',
-            'event_' || qid || '_' || cur) using qid, 10000 - moved;
+            'event_' || qid || '_' || londiste_rs._cur_index(cur)) using qid, 10000 - moved;
         get diagnostics n = row_count;
         moved := moved + n;
         exit when moved >= 10000;

@@ -11,7 +11,7 @@ set search_path = pg_catalog, pg_temp as $$
 declare
     q londiste_rs.queue := londiste_rs._queue(i_queue, true);
     cur int8 := londiste_rs._cur_table(q.queue_id);
-    tbl int4 := case when cur < 0 then -1 - cur else cur end;
+    tbl int4 := londiste_rs._cur_index(cur);
 begin
     if q.queue_switch_step2 is not null and q.queue_cur_table = tbl
        and q.queue_disable_insert = (cur < 0) then

@@ -53,8 +53,11 @@ begin
         -- Writers read the current table from a sequence; a negative value -1-n refuses inserts.
         -- Set last (non-transactional); maint_rotate_tables_step2 repairs it after a rollback.
         cur := londiste_rs._cur_table(q.queue_id);
+        -- (a takeover's fence, 100 + n, gives way to disabled inserts, and is not restored)
         if (cur < 0) <> i_value::boolean then
-            perform setval(format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass, -1 - cur);
+            perform setval(format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass,
+                           case when i_value::boolean then -1 - londiste_rs._cur_index(cur)
+                                else londiste_rs._cur_index(cur) end);
         end if;
     end if;
     return 1;

@@ -408,7 +408,8 @@ def test_dead_root_failover_then_resurrect_names_the_lost_events(
         ok(str(old.ini), "create-root", "old", old_db.dsn)
         ok(str(old.ini), "add-table", "public.acct", "public.counter")
         ok(str(old.ini), "add-seq", "public.acct_id_seq")
-        for node in (new, sib):
+        # (sib first: new copies the root's member list, so it knows sib when the root is gone)
+        for node in (sib, new):
             ok(str(node.ini), "create-leaf", node.name, node.db.dsn, f"--provider={old_db.dsn}")
             ok(str(node.ini), "add-table", "public.acct", "public.counter")
             ok(str(node.ini), "add-seq", "public.acct_id_seq")
@@ -665,11 +666,11 @@ def test_takeover_all_moves_the_old_roots_other_subscribers(
         old.db.sql(
             "insert into acct (writer, n, src) select 7, g, 'old' from generate_series(1, 9) g"
         )
-        # the new node learned of sib when sib was created (every reachable member does)
-        assert "sib" in {m["node_name"] for m in json.loads(ok(str(new.ini), "members", "--json"))}
         out = takeover(new.ini, "old", "--all")
         assert "sib follows new from tick" in out, out
         assert node_info(sib.ini)["provider_node"] == "new"
+        # new knows every member old knew (sib was created after new: the root knew it)
+        assert "sib" in {m["node_name"] for m in json.loads(ok(str(new.ini), "members", "--json"))}
         assert old.db.sql("select count(*) from londiste_rs.subscriber_info") == [(0,)]
         subs = new.db.sql("select subscriber_node from londiste_rs.subscriber_info order by 1")
         assert subs == [("old",), ("sib",)]

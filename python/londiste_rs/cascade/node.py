@@ -120,25 +120,8 @@ def create_subscriber(
                     if (store_queue.last_tick_id(local, queue) or 0) < tick_id:
                         store_queue.external_tick(local, queue, tick)
     report_removed(given, f"location of node {name}")
-    _tell_members(cfg, name, location)
     log.info("%s node %s follows %s from tick %s", kind, name, pinfo.node_name, tick_id)
     return True
-
-
-def _tell_members(cfg: JobConfig, name: str, location: str) -> None:
-    """Every other member that can be reached learns the new node too (londiste3 spreads
-    locations with events): a takeover --dead-root finds the dead root's other subscribers
-    through them. A member not reached keeps its list; nothing fails for it."""
-    with contextlib.ExitStack() as stack:
-        local = stack.enter_context(connect(cfg.db, autocommit=True, what="node database"))
-        conns, _ = reach_members(cfg, local, stack)
-        for member, conn in conns.items():
-            if member == name:
-                continue
-            try:
-                store_node.register_location(conn, cfg.queue_name, name, location)
-            except psycopg.Error as e:
-                log.warning("member %s did not learn node %s: %s", member, name, first_line(e))
 
 
 def location_of(conn: Conn, queue: str, node: str) -> str:

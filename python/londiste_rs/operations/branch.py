@@ -27,8 +27,8 @@ from londiste_rs.errors import ConnectError, LondisteError, UsageError
 from londiste_rs.operations.takeover import (
     POLL,
     Report,
-    _pause_if_asked,
-    _Run,
+    Run,
+    pause_if_asked,
     switch_provider,
 )
 from londiste_rs.pg.db import first_line
@@ -45,7 +45,7 @@ PAUSE_ACK = 10.0
 
 
 def branch_takeover(
-    run: _Run, *, dead: bool, all_subscribers: bool, dry_run: bool, timeout: float
+    run: Run, *, dead: bool, all_subscribers: bool, dry_run: bool, timeout: float
 ) -> Report:
     report, queue, info = run.report, run.queue, run.info
     if info.node_type != "branch":
@@ -136,7 +136,7 @@ def branch_takeover(
 
 
 def _provider_of(
-    run: _Run, conns: dict[str, Conn], oinfo: NodeInfo | None
+    run: Run, conns: dict[str, Conn], oinfo: NodeInfo | None
 ) -> tuple[str, Conn] | None:
     """OLD's provider: from OLD itself, else the member that lists OLD as its subscriber."""
     if oinfo is not None and oinfo.provider_node in conns:
@@ -156,7 +156,7 @@ def _location(conn: Conn, queue: str, node: str) -> str:
     return where
 
 
-def _plan(run: _Run, provider: str, dead: bool, moving: list[str], others: list[str]) -> list[str]:
+def _plan(run: Run, provider: str, dead: bool, moving: list[str], others: list[str]) -> list[str]:
     new, old = run.new_name, run.old_name
     plan = []
     if dead:
@@ -173,7 +173,7 @@ def _plan(run: _Run, provider: str, dead: bool, moving: list[str], others: list[
     return plan
 
 
-def _tag_dead(run: _Run, conns: dict[str, Conn]) -> None:
+def _tag_dead(run: Run, conns: dict[str, Conn]) -> None:
     where = _location(run.new, run.queue, run.old_name)
     for name, conn in conns.items():
         try:
@@ -182,7 +182,7 @@ def _tag_dead(run: _Run, conns: dict[str, Conn]) -> None:
             run.report.notes.append(f"could not tag {run.old_name} dead on {name}: {first_line(e)}")
 
 
-def _pause_and_catch_up(run: _Run, old: Conn, oinfo: NodeInfo, timeout: float) -> None:
+def _pause_and_catch_up(run: Run, old: Conn, oinfo: NodeInfo, timeout: float) -> None:
     queue = run.queue
     store_node.set_paused(old, queue, True)
     deadline = time.monotonic() + PAUSE_ACK
@@ -205,7 +205,7 @@ def _pause_and_catch_up(run: _Run, old: Conn, oinfo: NodeInfo, timeout: float) -
     run.event(f"{run.new_name} caught up with {run.old_name}", "paused")
 
 
-def _move(run: _Run, conn: Conn, name: str, timeout: float) -> None:
+def _move(run: Run, conn: Conn, name: str, timeout: float) -> None:
     """Subscriber `name` of OLD follows NEW once NEW's queue has its tick."""
     sinfo = get_node_info(conn, run.queue)
     if sinfo is None or sinfo.provider_node == run.new_name:
@@ -227,5 +227,5 @@ def _move(run: _Run, conn: Conn, name: str, timeout: float) -> None:
         run.report.notes.append(f"{name} not moved: {first_line(e)}")
         return
     run.event(f"moved {name}")
-    _pause_if_asked("subscribers")
+    pause_if_asked("subscribers")
     run.report.notes.append(f"{name} follows {run.new_name} from tick {tick}")

@@ -33,10 +33,10 @@ from londiste_rs.operations.takeover import (
     POLL,
     Check,
     Report,
+    Run,
     TakeoverRefused,
-    _pause_if_asked,
-    _prepare,
-    _Run,
+    arm_new_root,
+    pause_if_asked,
     switch_provider,
 )
 from londiste_rs.pg import names as pgnames
@@ -53,7 +53,7 @@ from londiste_rs.tables import sequences
 Conn = psycopg.Connection[Any]
 
 
-def failover(run: _Run, *, all_subscribers: bool, dry_run: bool, timeout: float) -> Report:
+def failover(run: Run, *, all_subscribers: bool, dry_run: bool, timeout: float) -> Report:
     report, queue, info = run.report, run.queue, run.info
     resuming = run.state is not None
     if info.node_type == "root" and not resuming:
@@ -74,7 +74,7 @@ def failover(run: _Run, *, all_subscribers: bool, dry_run: bool, timeout: float)
         conns, failed_members = reach_members(run.cfg, run.new, stack)
         conns.pop(run.old_name, None)
         if info.node_type != "root":
-            _prepare(run, mode="failover")
+            arm_new_root(run, mode="failover")
             _tag_dead(run, conns)
             _catch_up(run, conns, timeout)
             last_tick = _promote(run, conns)
@@ -91,7 +91,7 @@ def failover(run: _Run, *, all_subscribers: bool, dry_run: bool, timeout: float)
     return report
 
 
-def _siblings(run: _Run, conns: dict[str, Conn]) -> list[tuple[str, Conn, NodeInfo]]:
+def _siblings(run: Run, conns: dict[str, Conn]) -> list[tuple[str, Conn, NodeInfo]]:
     """The other nodes that followed the old root."""
     out = []
     for name, conn in sorted(conns.items()):
@@ -103,7 +103,7 @@ def _siblings(run: _Run, conns: dict[str, Conn]) -> list[tuple[str, Conn, NodeIn
     return out
 
 
-def _preflight(run: _Run) -> list[Check]:
+def _preflight(run: Run) -> list[Check]:
     queue, info = run.queue, run.info
     checks = []
     if info.node_type == "root":
@@ -146,7 +146,7 @@ def _preflight(run: _Run) -> list[Check]:
     return checks
 
 
-def _plan(run: _Run) -> list[str]:
+def _plan(run: Run) -> list[str]:
     return [
         f"prepare {run.new_name}: its queue and capture (fenced until promoted)",
         f"tag {run.old_name} dead in every member's list that can be reached",
@@ -157,11 +157,13 @@ def _plan(run: _Run) -> list[str]:
         f"promote {run.new_name} at its last tick; consumer "
         f"{store_takeover.gravestone(run.old_name)} kept there for resurrect; writes accepted; "
         f"the ticker of {run.new_name}'s database ticks its queue from then on",
-        f"move {run.old_name}'s other subscribers to {run.new_name} (those it can serve)",
+        f"move {run.old_name}'s other subscribers to {run.new_name} (those it knows and can "
+        "serve; a node created after it is known to the dead root only: move it with "
+        f"'change-provider --provider={run.new_name}')",
     ]
 
 
-def _tag_dead(run: _Run, conns: dict[str, Conn]) -> None:
+def _tag_dead(run: Run, conns: dict[str, Conn]) -> None:
     if run.state is not None and run.state.step not in ("started", "prepared"):
         return
     for name, conn in conns.items():
@@ -172,7 +174,7 @@ def _tag_dead(run: _Run, conns: dict[str, Conn]) -> None:
     run.event("tagged dead", "tagged-dead")
 
 
-def _catch_up(run: _Run, conns: dict[str, Conn], timeout: float) -> None:
+def _catch_up(run: Run, conns: dict[str, Conn], timeout: float) -> None:
     """Follows the sibling branch that got furthest until this node has its last tick."""
     if run.report.at("caught up") is not None:
         return
@@ -209,7 +211,7 @@ def _catch_up(run: _Run, conns: dict[str, Conn], timeout: float) -> None:
     run.event("caught up", "caught-up")
 
 
-def _promote(run: _Run, conns: dict[str, Conn]) -> int:
+def _promote(run: Run, conns: dict[str, Conn]) -> int:
     new, queue = run.new, run.queue
     info = run.refresh()
     last_tick = info.last_tick_id or 0
@@ -239,11 +241,11 @@ def _promote(run: _Run, conns: dict[str, Conn]) -> int:
     run.report.last_tick = last_tick
     run.refresh()
     run.event("promoted")
-    _pause_if_asked("promoted")
+    pause_if_asked("promoted")
     return last_tick
 
 
-def _move_siblings(run: _Run, conns: dict[str, Conn], last_tick: int) -> None:
+def _move_siblings(run: Run, conns: dict[str, Conn], last_tick: int) -> None:
     where = run.info.node_location or run.cfg.db
     for name, conn, sinfo in _siblings(run, conns):
         at = sinfo.last_tick_id or 0

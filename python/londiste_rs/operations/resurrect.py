@@ -32,7 +32,7 @@ from psycopg import errors as pgerrors
 from londiste_rs.cascade.walk import reach_members
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, UsageError
-from londiste_rs.operations.takeover import _note_branch
+from londiste_rs.operations.takeover import note_branch
 from londiste_rs.pg.db import connect
 from londiste_rs.pg.locking import set_lock_timeout
 from londiste_rs.store import node as store_node
@@ -100,7 +100,7 @@ def resurrect(cfg: JobConfig, dump: Path | None = None) -> Resurrected:
         new_name, new, tick = found
         where = next((m.location for m in store_node.members(conn, queue) if m.name == new_name),
                      None)  # fmt: skip
-        note = _note_branch(queue, me, new_name, where)
+        note = note_branch(queue, me, new_name, where)
         done = Resurrected(queue, me, new_name, tick)
         if info.node_type == "root":
             at = time.time()

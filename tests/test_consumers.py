@@ -5,41 +5,9 @@ consumer of each root and branch queue with its lag and pending events, orphans 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-from tests.fix_cli import needs_attention
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "londiste_rs", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def ok(*args: str) -> str:
-    out = run_cli(*args)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, out.stderr
-    return lines[0]
-
-
-def job_ini(tmp_path: Path, name: str, dsn: str, **extra: Any) -> Path:
-    path = tmp_path / f"{name}.ini"
-    lines = ["[londiste3]", f"db = {dsn}", "queue_name = q1", "loop_delay = 0.1"]
-    lines += [f"logfile = {tmp_path}/log/{name}.log", f"pidfile = {tmp_path}/pid/{name}.pid"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.fix_cli import job_ini, needs_attention, ok, one_line_error, run_cli
 
 
 def consumers_of(status: list[dict[str, Any]], node: str) -> dict[str, dict[str, Any]]:

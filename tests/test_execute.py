@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,37 +26,9 @@ from londiste_rs.errors import DecodeError, TableError
 from londiste_rs.replication.shapes import column_shapes
 from londiste_rs.replication.worker import Worker
 from londiste_rs.waiting import wait_for
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
 
 # -- helpers (small copies, so this file stands alone) ----------------------------------------
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "londiste_rs", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def ok(*args: str) -> str:
-    out = run_cli(*args)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def one_line_error(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, out.stderr
-    return lines[0]
-
-
-def job_ini(tmp_path: Path, name: str, dsn: str, **extra: Any) -> Path:
-    path = tmp_path / f"{name}.ini"
-    lines = ["[londiste3]", f"db = {dsn}", "queue_name = q1", "loop_delay = 0.1"]
-    lines += [f"logfile = {tmp_path}/log/{name}.log", f"pidfile = {tmp_path}/pid/{name}.pid"]
-    lines += [f"{k} = {v}" for k, v in extra.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def tick(db: Any) -> None:

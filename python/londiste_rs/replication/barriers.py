@@ -26,13 +26,7 @@ import psycopg
 from londiste_rs._native import Barrier, BatchDecoder
 from londiste_rs.errors import LondisteError
 from londiste_rs.pg.catalog import TableLayout
-from londiste_rs.replication.apply import (
-    ApplyStats,
-    TablePlan,
-    decoder_spec,
-    make_type_map,
-    prepare_plan,
-)
+from londiste_rs.replication.apply import ApplyStats, decoder_spec, make_type_map
 from londiste_rs.replication.execute import (
     TRANSIENT,
     Decision,
@@ -45,6 +39,7 @@ from londiste_rs.replication.execute import (
     run,
 )
 from londiste_rs.replication.shapes import ShapeResolver
+from londiste_rs.replication.table_plan import TablePlan, prepare_plan
 from londiste_rs.store.execute import EXECUTE, EXECUTE_BEGIN
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,9 @@ import psycopg
 from londiste_rs.errors import LondisteError
 from londiste_rs.pg.catalog import TableLayout, table_layout
 from londiste_rs.pg.snapshot import Snapshot
-from londiste_rs.replication.apply import (
-    TablePlan,
-    TypeMap,
-    make_type_map,
-    order_parents_first,
-    prepare_staging,
-)
+from londiste_rs.replication.apply import TypeMap, make_type_map, order_parents_first
 from londiste_rs.replication.shapes import lenient_plan
+from londiste_rs.replication.table_plan import TablePlan, prepare_staging
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
 

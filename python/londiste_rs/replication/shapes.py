@@ -29,7 +29,7 @@ from londiste_rs._native import Barrier
 from londiste_rs.errors import DecodeError, LondisteError, TableError
 from londiste_rs.pg.catalog import TableLayout, table_layout
 from londiste_rs.pg.names import name_of
-from londiste_rs.replication.apply import TablePlan, plan_table
+from londiste_rs.replication.table_plan import TablePlan, plan_table
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,15 @@
 """`compare`: is each table of this node equal to its provider's, and which rows differ.
 
 Both sides are frozen at a consistent point (consistent.py). A table is compared by checksums
-computed inside both databases at once (one thread per side): first the whole table (row
-count and the sum of a 64-bit hash of each row's text), then, where the two differ, the key
-range is cut into up to FANOUT sub-ranges (boundaries read from the provider's primary-key
-order) whose checksums are compared in one query per side, recursing only into the ranges
-that differ (bisection, as data-diff does). A range of at most ROWS_LEVEL rows on both sides
-is compared row by row (key and row hash), which names the differing keys: `missing here`
-(on the provider only), `extra here` (on this node only) and `different`.
+computed inside both databases at once (one thread per side; the queries are in checksum.py):
+first the whole table (row count and the sum of a 64-bit hash of each row), then, where the
+two differ, the key range is cut into segments whose checksums are compared in one query per
+side, recursing only into the segments that differ (bisection, as data-diff does). An integer
+key is cut by arithmetic into up to a thousand segments in one scan, so one row changed in a
+million is found in two full scans; other keys are cut at boundaries read from the provider.
+A range of at most ROWS_LEVEL rows on both sides is compared row by row (key and row hash),
+which names the differing keys: `missing here` (on the provider only), `extra here` (on this
+node only) and `different`.
 
 Columns compared are those both sides have (generated ones too: both compute them); a column
 whose type differs between the sides is reported and left out of the hashes.
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
 
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import TableError, UsageError
+from londiste_rs.operations import checksum
+from londiste_rs.operations.checksum import Key
 from londiste_rs.operations.consistent import Frozen, consistent_point
 from londiste_rs.pg.catalog import table_layout
 from londiste_rs.pg.db import connect
@@ -39,13 +42,13 @@ log = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 T = TypeVar("T")
 
-# Sub-ranges a differing range is cut into, and the size below which rows are compared.
+# Segments a range of a non-integer key is cut into, and the size below which rows are compared.
 FANOUT = 16
 ROWS_LEVEL = 2000
 # Differing keys shown per table (all of them are found; repair uses every one).
 SHOWN_KEYS = 20
 
-Key = tuple[str, ...]  # a primary key as the text of its columns
+Range = tuple[Key | None, Key | None, int, int]  # lo, hi, rows there, rows here
 
 
 @dataclass
@@ -55,10 +58,20 @@ class TablePair:
     name: str  # global name
     source: TableName  # on the provider
     dest: TableName  # on this node
-    keys: list[str]
-    key_types: list[str]  # the provider's format_type of each key column
-    columns: list[str]  # compared: on both sides with the same type, provider order
+    shape: checksum.Shape  # the key and the compared columns (on both sides, same type)
     skipped: list[str] = field(default_factory=list)  # why columns are left out
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.shape.keys)
+
+    @property
+    def key_types(self) -> list[str]:
+        return list(self.shape.key_types)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.shape.columns)
 
 
 @dataclass
@@ -92,13 +105,19 @@ def pair(frozen: Frozen, name: str, dest: str | None) -> TablePair:
     there = table_layout(frozen.provider, str(source))
     here = table_layout(frozen.local, str(target))
     mine = {c.name: c for c in here.columns}
-    keys = [there.columns[i].name for i in there.key_cols]
-    missing_keys = [k for k in keys if k not in mine]
+    key_cols = [there.columns[i] for i in there.key_cols]
+    missing_keys = [k.name for k in key_cols if k.name not in mine]
     if missing_keys:
         raise TableError(
             f"{name}: key column {missing_keys[0]} is missing on this node; the tables cannot be "
             "compared (add the column, or resync the table)"
         )
+    for k in key_cols:
+        if mine[k.name].type_name != k.type_name:
+            raise TableError(
+                f"{name}: key column {k.name} is {mine[k.name].type_name} here, {k.type_name} "
+                "on the provider; the tables cannot be compared"
+            )
     columns, skipped = [], []
     for c in there.columns:
         local = mine.get(c.name)
@@ -107,103 +126,18 @@ def pair(frozen: Frozen, name: str, dest: str | None) -> TablePair:
         elif local.type_name != c.type_name:
             skipped.append(f"column {c.name} is {local.type_name} here, {c.type_name} there")
         else:
-            columns.append(c.name)
+            columns.append(c)
     skipped += [
         f"column {n} only on this node" for n in mine if n not in {c.name for c in there.columns}
     ]
-    key_types = [there.columns[i].type_name for i in there.key_cols]
-    for k, kt in zip(keys, key_types, strict=True):
-        if mine[k].type_name != kt:
-            raise TableError(
-                f"{name}: key column {k} is {mine[k].type_name} here, {kt} on the provider; "
-                "the tables cannot be compared"
-            )
-    return TablePair(name, source, target, keys, key_types, columns, skipped)
-
-
-# -- the queries -------------------------------------------------------------------------------
-
-
-def _key_row(p: TablePair) -> sql.Composable:
-    return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in p.keys))
-
-
-def _key_value(p: TablePair, key: Key) -> sql.Composable:
-    """A key as a row of literals cast to the key columns' types."""
-    return sql.SQL("({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(t))
-            for v, t in zip(key, p.key_types, strict=True)
-        )
+    shape = checksum.Shape(
+        keys=[k.name for k in key_cols],
+        key_types=[k.type_name for k in key_cols],
+        key_oids=[k.type_oid for k in key_cols],
+        columns=[c.name for c in columns],
+        column_oids=[c.type_oid for c in columns],
     )
-
-
-def _range(p: TablePair, lo: Key | None, hi: Key | None) -> sql.Composable:
-    """`lo <= key < hi` (either end open)."""
-    parts: list[sql.Composable] = [sql.SQL("true")]
-    if lo is not None:
-        parts.append(sql.SQL("{} >= {}").format(_key_row(p), _key_value(p, lo)))
-    if hi is not None:
-        parts.append(sql.SQL("{} < {}").format(_key_row(p), _key_value(p, hi)))
-    return sql.SQL(" and ").join(parts)
-
-
-def _row_hash(p: TablePair) -> sql.Composable:
-    return sql.SQL("hashtextextended(row({})::text, 0)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in p.columns)
-    )
-
-
-def _key_text(p: TablePair) -> sql.Composable:
-    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in p.keys)
-
-
-def _segment_sums(
-    conn: Conn, p: TablePair, table: TableName, lo: Key | None, hi: Key | None, bounds: list[Key]
-) -> list[tuple[int, int]]:
-    """(rows, hash sum) of each segment of [lo, hi) cut at `bounds`, in one scan."""
-    cases = sql.SQL(" ").join(
-        sql.SQL("when {} < {} then {}").format(_key_row(p), _key_value(p, b), sql.Literal(i))
-        for i, b in enumerate(bounds)
-    )
-    seg = (
-        sql.SQL("case {} else {} end").format(cases, sql.Literal(len(bounds)))
-        if bounds
-        else sql.SQL("0")
-    )
-    query = sql.SQL(
-        "select {seg} s, count(*), coalesce(sum({h}), 0)::text from only {t} where {r} group by 1"
-    ).format(seg=seg, h=_row_hash(p), t=table.ident, r=_range(p, lo, hi))
-    sums = [(0, 0)] * (len(bounds) + 1)
-    for s, n, total in conn.execute(query).fetchall():
-        sums[int(s)] = (int(n), int(total))
-    return sums
-
-
-def _bounds(conn: Conn, p: TablePair, lo: Key | None, hi: Key | None, rows: int) -> list[Key]:
-    """Up to FANOUT - 1 keys cutting [lo, hi) into ranges of about equal row counts."""
-    step = max(1, rows // FANOUT)
-    query = sql.SQL(
-        "select {k} from (select {keys}, row_number() over (order by {kr}) n from only {t}"
-        " where {r}) x where n % {step} = 1 and n > 1 order by n"
-    ).format(
-        k=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in p.keys),
-        keys=sql.SQL(", ").join(sql.Identifier(k) for k in p.keys),
-        kr=sql.SQL(", ").join(sql.Identifier(k) for k in p.keys),
-        t=p.source.ident,
-        r=_range(p, lo, hi),
-        step=sql.Literal(step),
-    )
-    return [tuple(r) for r in conn.execute(query).fetchall()][: FANOUT - 1]
-
-
-def _rows(
-    conn: Conn, p: TablePair, table: TableName, lo: Key | None, hi: Key | None
-) -> dict[Key, int]:
-    query = sql.SQL("select {k}, {h} from only {t} where {r}").format(
-        k=_key_text(p), h=_row_hash(p), t=table.ident, r=_range(p, lo, hi)
-    )
-    return {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query).fetchall()}
+    return TablePair(name, source, target, shape, skipped)
 
 
 # -- the bisection -----------------------------------------------------------------------------
@@ -213,37 +147,66 @@ def _both(
     pool: ThreadPoolExecutor, frozen: Frozen, p: TablePair, query: Callable[..., T], *args: Any
 ) -> tuple[T, T]:
     """Runs `query` on the provider's table and on this node's at once."""
-    a = pool.submit(query, frozen.provider, p, p.source, *args)
-    b = pool.submit(query, frozen.local, p, p.dest, *args)
+    a = pool.submit(query, frozen.provider, p.shape, p.source, *args)
+    b = pool.submit(query, frozen.local, p.shape, p.dest, *args)
     return a.result(), b.result()
 
 
+def _by_step(r: Range) -> bool:
+    """Whether a range may be cut by arithmetic: its ends name only the key's first column
+    (a range once cut at full-key boundaries stays so, or a row would be seen twice)."""
+    return all(b is None or len(b) == 1 for b in (r[0], r[1]))
+
+
+def _cut(pool: ThreadPoolExecutor, frozen: Frozen, p: TablePair, r: Range) -> checksum.Cut | None:
+    """How to cut a range that is too large to compare row by row (None: compare its rows)."""
+    lo, hi, n_there, n_here = r
+    if p.shape.integer_key and _by_step(r):
+        if lo is None or hi is None:  # the whole table: from the lowest key to the highest
+            ext = [e for e in _both(pool, frozen, p, checksum.extent) if e is not None]
+            if not ext:
+                return None
+            first, last = min(e[0] for e in ext), max(e[1] for e in ext) + 1
+        else:
+            first, last = int(lo[0]), int(hi[0])
+        if last - first >= 2:
+            wanted = max(FANOUT, -(-2 * max(n_there, n_here) // ROWS_LEVEL))
+            return checksum.cut_by_step(p.shape, first, last, min(checksum.MAX_SEGMENTS, wanted))
+        lo, hi = (str(first),), (str(last),)  # one value of the first column: cut at keys
+    # boundaries from the provider's rows, or this node's when the provider has too few
+    for conn, table, rows in ((frozen.provider, p.source, n_there), (frozen.local, p.dest, n_here)):
+        bounds = checksum.bounds(conn, p.shape, table, lo, hi, rows, FANOUT) if rows > 1 else []
+        if bounds:
+            return checksum.cut_at(p.shape, lo, hi, bounds)
+    return None
+
+
+def _compare_rows(
+    pool: ThreadPoolExecutor, frozen: Frozen, p: TablePair, r: Range, diff: TableDiff
+) -> None:
+    rows_there, rows_here = _both(pool, frozen, p, checksum.rows, r[0], r[1])
+    for k, h in rows_there.items():
+        if k not in rows_here:
+            diff.missing.append(k)
+        elif rows_here[k] != h:
+            diff.different.append(k)
+    diff.extra += [k for k in rows_here if k not in rows_there]
+
+
 def compare_table(frozen: Frozen, p: TablePair, pool: ThreadPoolExecutor) -> TableDiff:
-    prov, local = frozen.provider, frozen.local
-    (total_there,), (total_here,) = _both(pool, frozen, p, _segment_sums, None, None, [])
-    diff = TableDiff(p.name, total_there[0], total_here[0], notes=list(p.skipped))
-    todo: list[tuple[Key | None, Key | None, int, int]] = []
-    if total_there != total_here:
-        todo.append((None, None, total_there[0], total_here[0]))
+    there, here = _both(pool, frozen, p, checksum.total)
+    diff = TableDiff(p.name, there[0], here[0], notes=list(p.skipped))
+    todo: list[Range] = [] if there == here else [(None, None, there[0], here[0])]
     while todo:
-        lo, hi, n_there, n_here = todo.pop()
-        if max(n_there, n_here) <= ROWS_LEVEL:
-            rows_there, rows_here = _both(pool, frozen, p, _rows, lo, hi)
-            for k, h in rows_there.items():
-                if k not in rows_here:
-                    diff.missing.append(k)
-                elif rows_here[k] != h:
-                    diff.different.append(k)
-            diff.extra += [k for k in rows_here if k not in rows_there]
+        r = todo.pop()
+        cut = None if max(r[2], r[3]) <= ROWS_LEVEL else _cut(pool, frozen, p, r)
+        if cut is None:
+            _compare_rows(pool, frozen, p, r, diff)
             continue
-        bounds = _bounds(prov, p, lo, hi, n_there) if n_there else []
-        if not bounds:  # nothing to cut on the provider's side: compare the rows
-            bounds = _bounds(local, p, lo, hi, n_here)
-        sums_there, sums_here = _both(pool, frozen, p, _segment_sums, lo, hi, bounds)
-        edges: list[Key | None] = [lo, *bounds, hi]
+        sums_there, sums_here = _both(pool, frozen, p, checksum.segment_sums, r[0], r[1], cut)
         for i, (a, b) in enumerate(zip(sums_there, sums_here, strict=True)):
             if a != b:
-                todo.append((edges[i], edges[i + 1], a[0], b[0]))
+                todo.append((cut.edges[i], cut.edges[i + 1], a[0], b[0]))
     for keys in (diff.missing, diff.extra, diff.different):
         keys.sort()
     return diff

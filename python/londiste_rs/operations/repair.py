@@ -20,8 +20,8 @@ from psycopg import sql
 
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import TableError
+from londiste_rs.operations.checksum import Key
 from londiste_rs.operations.compare import (
-    Key,
     TableDiff,
     TablePair,
     chosen_tables,

@@ -51,6 +51,11 @@ SHOWN_KEYS = 20
 Range = tuple[Key | None, Key | None, int, int]  # lo, hi, rows there, rows here
 
 
+def key_order(key: Key) -> tuple[tuple[int, int, str], ...]:
+    """Sorts keys as their values do where they are integers (9 before 10), else as text."""
+    return tuple((0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v) for v in key)
+
+
 @dataclass
 class TablePair:
     """One table on both sides: the names, the key and the columns hashed."""
@@ -95,7 +100,7 @@ class TableDiff:
         tagged = [("missing here", k) for k in self.missing]
         tagged += [("extra here", k) for k in self.extra]
         tagged += [("different", k) for k in self.different]
-        return sorted(tagged, key=lambda tk: tk[1])[:limit]
+        return sorted(tagged, key=lambda tk: key_order(tk[1]))[:limit]
 
 
 def pair(frozen: Frozen, name: str, dest: str | None) -> TablePair:
@@ -208,7 +213,7 @@ def compare_table(frozen: Frozen, p: TablePair, pool: ThreadPoolExecutor) -> Tab
             if a != b:
                 todo.append((cut.edges[i], cut.edges[i + 1], a[0], b[0]))
     for keys in (diff.missing, diff.extra, diff.different):
-        keys.sort()
+        keys.sort(key=key_order)
     return diff
 
 

@@ -67,17 +67,28 @@ def create_leaf(
 @app.command()
 def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
+    from londiste_rs import metrics
     from londiste_rs.replication.worker import check_worker, run_worker
 
     cfg = cfg_of(config)
+
+    def check() -> None:
+        metrics.check_listen(cfg.metrics_listen, cfg.path)
+        check_worker(cfg)
+
+    def body() -> None:
+        with metrics.serving(cfg.metrics_listen, cfg.path):
+            run_worker(cfg)
+
     daemon.dispatch(
         cfg.job_name,
-        lambda: run_worker(cfg),
+        body,
         config=cfg.path,
         pidfile=cfg.pidfile,
         logfile=cfg.logfile,
         flags=OPTIONS,
-        check=lambda: check_worker(cfg),
+        check=check,
+        log_format=cfg.log_format,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from londiste_rs.store import tables as store_tables
 from londiste_rs.waiting import wait_for
-from tests.fix_cli import ok
+from tests.fix_cli import job_ini, ok, one_line_error, run_cli
 from tests.fix_nodes import nodes
 
 
@@ -89,3 +89,9 @@ def test_watch_on_a_terminal_redraws_in_place(tmp_path, provider_db, subscriber_
     assert proc.returncode == 0, err
     assert out.startswith(b"\x1b[H")  # the cursor home: each view overwrites the last
     assert b"\x1b[K" in out
+
+
+def test_watch_with_json_is_one_line(tmp_path):
+    ini = job_ini(tmp_path, "slave", "host=127.0.0.1 port=1 dbname=none")
+    err = one_line_error(run_cli(str(ini), "status", "--watch", "--json"))
+    assert err == "ERROR: status: --watch redraws text; leave out --json (or --watch)"

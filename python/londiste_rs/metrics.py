@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -160,6 +161,7 @@ class NodeMetrics:
         self.last_tick_id: int | None = None
         self.tick_epoch: float | None = None
         self.provider_tick: int | None = None
+        self.last_error = 0.0  # met before the node was known: exported once it is
         self._copied: dict[str, tuple[int, int]] = {}  # table -> (rows, bytes) counted so far
         self._lock = threading.Lock()  # the copy threads report progress concurrently
 
@@ -169,12 +171,13 @@ class NodeMetrics:
         self.node = node
         # the lag is computed at scrape time from the position, without a query
         NODE_LAG.labels(self.queue, node).set_function(self._lag)
-        LAST_ERROR.labels(self.queue, node).set(0)
+        LAST_ERROR.labels(self.queue, node).set(self.last_error)
         for counter in (EVENTS_APPLIED, BATCHES_APPLIED):
             counter.labels(self.queue, node)  # exported as 0 before the first batch
 
     def _lag(self) -> float:
-        return 0.0 if self.tick_epoch is None else max(0.0, time.time() - self.tick_epoch)
+        """NaN until the node has a position (a lag of 0 would claim it is caught up)."""
+        return math.nan if self.tick_epoch is None else max(0.0, time.time() - self.tick_epoch)
 
     def position(self, node: str, tick_id: int | None, tick_time: datetime | None) -> None:
         """The node's last applied tick (a root: its queue's last tick)."""
@@ -196,7 +199,9 @@ class NodeMetrics:
         APPLY_SECONDS.labels(self.queue, self.node).observe(seconds)
 
     def error(self) -> None:
-        LAST_ERROR.labels(self.queue, self.node).set(time.time())
+        self.last_error = time.time()
+        if self.node:
+            LAST_ERROR.labels(self.queue, self.node).set(self.last_error)
 
     def copy_progress(self, p: Progress) -> None:
         """A copy's running totals: the counters move by what is new since the last report

@@ -129,3 +129,14 @@ def test_the_dashboard_names_only_exported_metrics():
               "copy_bytes_total", "last_error_timestamp_seconds", "ticker_ticks_total",
               "queue_events_pending"}  # fmt: skip
     assert {f"londiste_rs_{n}" for n in wanted} <= exported
+
+
+def test_lag_is_unknown_before_a_position_and_an_early_error_is_kept():
+    m = metrics.NodeMetrics("earlyq", enabled=False)
+    m.error()  # the first step failed before the node was known
+    m.position("earlynode", None, None)
+    labels = {"queue": "earlyq", "node": "earlynode"}
+    lag = metrics.REGISTRY.get_sample_value("londiste_rs_node_lag_seconds", labels)
+    assert lag is not None and lag != lag  # NaN: not known, not 0
+    assert (metrics.REGISTRY.get_sample_value("londiste_rs_last_error_timestamp_seconds", labels)
+            or 0) > 1.7e9  # fmt: skip

@@ -149,6 +149,10 @@ def status(
     cfg = cfg_of(config)
     if watch is not None:
         from londiste_rs.cli.watch import watch_status
+        from londiste_rs.errors import UsageError
+
+        if as_json:
+            raise UsageError("status: --watch redraws text; leave out --json (or --watch)")
 
         watch_status(cfg, max(watch, 0.1), _status_lines)
         return

@@ -106,10 +106,12 @@ def test_metrics_move_during_a_drain_and_json_logs_parse(tmp_path, provider_db, 
         wait_for("the ticker's ticks to move", lambda: (value(
             scrape(ticker_port), "londiste_rs_ticker_ticks_total", database=provider_db.name)
             or 0) > ticks, timeout=60)  # fmt: skip
-        # the root's worker: events waiting for a tick (a gauge, present once it polled)
+        # the root's worker: events waiting for a tick, here with the ticker stopped
+        ok("-s", str(ticker))
+        provider_db.sql("insert into t select i, 'w' from generate_series(6001, 6050) i")
         root_node = {"queue": "q1", "node": "master"}
-        wait_for("the root's pending events", lambda: value(
-            scrape(root_port), "londiste_rs_queue_events_pending", **root_node) is not None,
+        wait_for("the root's pending events", lambda: (value(
+            scrape(root_port), "londiste_rs_queue_events_pending", **root_node) or 0) >= 50,
             timeout=30)  # fmt: skip
     finally:
         for ini in (leaf, root, ticker):

@@ -140,3 +140,17 @@ def test_lag_is_unknown_before_a_position_and_an_early_error_is_kept():
     assert lag is not None and lag != lag  # NaN: not known, not 0
     assert (metrics.REGISTRY.get_sample_value("londiste_rs_last_error_timestamp_seconds", labels)
             or 0) > 1.7e9  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        (["n.ini", "status", "--watch"], ["n.ini", "status", "--watch", "2"]),
+        (["status", "n.ini", "--watch", "0.5"], ["status", "n.ini", "--watch", "0.5"]),
+        (["status", "--watch", "--json", "n.ini"], ["status", "--watch", "2", "--json", "n.ini"]),
+    ],
+)
+def test_watch_takes_a_default_interval(argv, want):
+    from londiste_rs.cli import watch_default
+
+    assert watch_default(argv) == want

@@ -224,7 +224,8 @@ class NodeMetrics:
         counts = dict.fromkeys((s.value for s in MergeState), 0)
         for t in store_tables.table_states(local, self.queue):
             counts[t.merge_state.value] += 1
-        self._tables(counts)
+        for state, n in counts.items():
+            TABLES.labels(self.queue, self.node, state).set(n)
         if provider is not None:
             tick = store_queue.last_tick_id(provider, self.queue)
             if tick is not None:
@@ -236,10 +237,6 @@ class NodeMetrics:
                 QUEUE_PENDING.labels(self.queue, self.node).set(ticks.events_waiting)
                 self.provider_tick = ticks.last_tick_id
                 self._behind()
-
-    def _tables(self, table_states: dict[str, int]) -> None:
-        for state, n in table_states.items():
-            TABLES.labels(self.queue, self.node, state).set(n)
 
 
 def ticked(database: str, ticks: int) -> None:

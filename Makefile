@@ -1,8 +1,8 @@
 # One target per job. `make demo` and `make check` are the README's two commands.
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
-	matplotlib
+PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' 'prometheus-client>=0.20' pytest \
+	pytest-timeout hypothesis ruff mypy matplotlib
 
 .PHONY: all demo check setup build lint test test-unit test-rust test-python bench bench-quick clean
 

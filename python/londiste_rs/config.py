@@ -22,6 +22,7 @@ from londiste_rs.errors import ConfigError
 
 JOB_SECTIONS = ("londiste3", "londiste")
 TICKER_SECTION = "pgqd"
+LOG_FORMATS = ("text", "json")  # log_format: the first is the default
 
 T = TypeVar("T")
 
@@ -62,6 +63,9 @@ class JobConfig:
     # (the dead root may have handed out values since the last sync; londiste3 keeps its
     # subscribers 10000 to 30000 ahead for this)
     failover_seq_gap: int = 10000
+    # service (issue 15): the Prometheus endpoint (off when None) and the log lines' format
+    metrics_listen: tuple[str, int] | None = None
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class TickerConfig:
     check_period: float
     stats_period: float
     connection_lifetime: float
+    metrics_listen: tuple[str, int] | None = None
+    log_format: str = "text"
 
 
 class _Section:
@@ -127,6 +133,20 @@ class _Section:
         value = self.text(key)
         return Path(value).expanduser().absolute() if value else None
 
+    def listen(self, key: str) -> tuple[str, int] | None:
+        """`HOST:PORT` to listen on, None when not set."""
+        return self._convert(key, "HOST:PORT such as 127.0.0.1:9187", _listen_address, None)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        """One of `choices` (case-insensitive); the first one when not set."""
+        value = self.text(key, choices[0]).lower() or choices[0]
+        if value not in choices:
+            raise ConfigError(
+                f"{self.path}: [{self.name}] {key} = {value!r} is not one of "
+                f"{', '.join(choices)}; fix the value"
+            )
+        return value
+
     def names(self, key: str) -> tuple[str, ...]:
         value = self.text(key)
         return tuple(n.strip() for n in value.replace("\n", ",").split(",") if n.strip())
@@ -155,6 +175,18 @@ def _seconds(raw: str) -> float:
 def _size(raw: str) -> int:
     """Bytes, optionally with a unit ('64MB')."""
     return int(_with_unit(raw, _BYTES))
+
+
+def _listen_address(raw: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9187` for IPv6, `:9187` for every address) -> (host, port)."""
+    host, sep, port = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif any(c in host for c in ":[]"):
+        raise ValueError(raw)
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(raw)
+    return host or "0.0.0.0", int(port)
 
 
 def _read(path: Path, sections: tuple[str, ...], what: str) -> _Section:
@@ -226,6 +258,8 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         takeover_max_lag=s.number("takeover_max_lag", 5.0),
         takeover_timeout=s.number("takeover_timeout", 30.0),
         failover_seq_gap=max(0, s.integer("failover_seq_gap", 10000)),
+        metrics_listen=s.listen("metrics_listen"),
+        log_format=s.choice("log_format", LOG_FORMATS),
     )
 
 
@@ -246,4 +280,6 @@ def load_ticker_config(path: str | os.PathLike[str]) -> TickerConfig:
         check_period=s.number("check_period", 60.0),
         stats_period=s.number("stats_period", 30.0),
         connection_lifetime=s.number("connection_lifetime", 3600.0),
+        metrics_listen=s.listen("metrics_listen"),
+        log_format=s.choice("log_format", LOG_FORMATS),
     )

@@ -3,11 +3,12 @@ daemonized, guarded by a pidfile, stopped and reloaded by signals.
 
 API (one job per process, so the state is module-level):
 
-    dispatch(name, body, config=..., pidfile=..., logfile=..., flags=OPTIONS, check=None)
+    dispatch(name, body, config=..., pidfile=..., logfile=..., flags=OPTIONS, check=None,
+             log_format="text")
         The one call a verb makes. With flags.stop / .kill / .reload it signals the running
         copy (see `control`); otherwise it runs `body()` (see `run`), daemonized with flags.daemon.
     run(name, body, config=..., pidfile=..., logfile=..., daemonize=False, verbose=0, quiet=False,
-        check=None)
+        check=None, log_format="text")
         Refuses to start when the pidfile names a live process, then runs `check()`, the job's
         start-up checks (its database reachable, its node there, ...), in the caller's process
         and before anything detaches: with -d too, a job that cannot work fails at once, on the
@@ -226,6 +227,7 @@ def dispatch(
     logfile: Path | None,
     flags: Flags,
     check: Callable[[], None] | None = None,
+    log_format: str = "text",
 ) -> None:
     """Signals the running copy (flags.stop/kill/reload) or runs `body` (see the module doc)."""
     action = "stop" if flags.stop else "kill" if flags.kill else "reload" if flags.reload else ""
@@ -242,6 +244,7 @@ def dispatch(
         verbose=flags.verbose,
         quiet=flags.quiet,
         check=check,
+        log_format=log_format,
     )
 
 
@@ -256,6 +259,7 @@ def run(
     verbose: int = 0,
     quiet: bool = False,
     check: Callable[[], None] | None = None,
+    log_format: str = "text",
 ) -> None:
     """Runs `body()` as the job `name` (see the module doc)."""
     if daemonize and pidfile is None:
@@ -270,12 +274,12 @@ def run(
     if check is not None:
         check()  # before detaching: its error is the caller's one line and exit code
     if daemonize:
-        _run_daemonized(name, body, config, pidfile, logfile, verbose, quiet)
+        _run_daemonized(name, body, config, pidfile, logfile, verbose, quiet, log_format)
         return
     if pidfile is not None:
         _claim_pidfile(pidfile, config)
     try:
-        setup_logging(logfile, to_stderr=True, verbose=verbose, quiet=quiet)
+        setup_logging(logfile, to_stderr=True, verbose=verbose, quiet=quiet, log_format=log_format)
         install_signal_handlers()
         log.info("Starting londiste-rs %s %s", name, _version())
         body()
@@ -296,6 +300,7 @@ def _run_daemonized(
     logfile: Path | None,
     verbose: int,
     quiet: bool,
+    log_format: str,
 ) -> None:
     """Double fork + setsid. The daemon reports "ok" or its startup error through a pipe, so
     the caller can exit 0 only when the daemon really runs."""
@@ -316,7 +321,7 @@ def _run_daemonized(
             os._exit(0)
     except BaseException:
         os._exit(1)
-    _daemon_main(name, body, config, pidfile, logfile, verbose, quiet, report_w)
+    _daemon_main(name, body, config, pidfile, logfile, verbose, quiet, log_format, report_w)
 
 
 def _await_startup(report_r: int, name: str, logfile: Path | None) -> None:
@@ -342,6 +347,7 @@ def _daemon_main(
     logfile: Path | None,
     verbose: int,
     quiet: bool,
+    log_format: str,
     report_w: int,
 ) -> NoReturn:
     """The daemon process: never returns into the caller's code."""
@@ -360,7 +366,7 @@ def _daemon_main(
         _detach_stdio()
         if pidfile is not None:
             _claim_pidfile(pidfile, config)
-        setup_logging(logfile, to_stderr=False, verbose=verbose, quiet=quiet)
+        setup_logging(logfile, to_stderr=False, verbose=verbose, quiet=quiet, log_format=log_format)
         install_signal_handlers()
         log.info("Starting londiste-rs %s %s", name, _version())
         report("ok")

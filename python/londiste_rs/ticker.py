@@ -36,9 +36,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs import daemon
+from londiste_rs import daemon, metrics
 from londiste_rs.config import TickerConfig, load_ticker_config
 from londiste_rs.errors import ConfigError, ConnectError, LondisteError
+from londiste_rs.logsetup import figures
 from londiste_rs.pg.db import connect, first_line, redact, with_fix
 from londiste_rs.retry import Backoff, classify
 from londiste_rs.store import maintenance, ownership
@@ -139,7 +140,9 @@ class DatabaseTicker:
     def _work(self, now: float) -> None:
         conn = self._connection(now)
         if now >= self.next_tick:
-            self.ticks += maintenance.tick_all(conn)
+            made = maintenance.tick_all(conn)
+            self.ticks += made
+            metrics.ticked(self.name, made)
             # counted from the call's end, as pgqd does: a tick is due when the last one is
             # ticker_max_lag old, and calls exactly ticker_period apart would find it just
             # short of that half of the time (a tick every 2 periods instead of every one)
@@ -343,7 +346,10 @@ class Ticker:
         maint = sum(d.maint_calls for d in self.dbs.values())
         retry = sum(d.retry_calls for d in self.dbs.values())
         ticking = sum(1 for d in self.dbs.values() if d.has_schema)
-        log.info("{ticks: %d, maint: %d, retry: %d, databases: %d}", ticks, maint, retry, ticking)
+        log.info(
+            "{ticks: %d, maint: %d, retry: %d, databases: %d}", ticks, maint, retry, ticking,
+            extra=figures(ticks=ticks, maint=maint, retry=retry, databases=ticking),
+        )  # fmt: skip
         for d in self.dbs.values():
             d.ticks = d.maint_calls = d.retry_calls = 0
         self.next_stats = now + self.cfg.stats_period

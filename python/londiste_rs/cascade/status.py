@@ -20,12 +20,14 @@ from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, NotInstalledError
 from londiste_rs.pg.db import connect, describe, first_line
 from londiste_rs.pg.location import for_storing, trusted_location
+from londiste_rs.progress import Progress
 from londiste_rs.store import health as store_health
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
 from londiste_rs.store import takeover as store_takeover
 from londiste_rs.store.node import get_node_info
+from londiste_rs.tables.verbs import copy_progress
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class NodeStatus:
     takeover: str | None = None
     # the note its capture refuses the application's writes with (fenced), or None
     fence: str | None = None
+    # its tables' initial copies not finished yet (figures, rate, ETA), for `status --watch`
+    copies: tuple[Progress, ...] = ()
 
 
 def _problems(
@@ -116,6 +120,11 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                 qticks = store_health.queue_ticks(conn, queue)
                 apply_age, error_age = store_health.local_ages(conn, queue)
                 takeover, fence = _takeover(conn, queue)
+                copies = tuple(
+                    p
+                    for s in store_tables.table_states(conn, queue)
+                    if s.merge_state.wants_copy and (p := copy_progress(s)) is not None
+                )
         except (LondisteError, psycopg.Error) as e:
             why = first_line(e)
             out.append((depth, NodeStatus(name, "?", location, provider, None, None, None,
@@ -158,6 +167,7 @@ def cascade_status(cfg: JobConfig) -> list[tuple[int, NodeStatus]]:
                     + ((f"a takeover stopped half-way: {takeover}",) if takeover else ()),
                     takeover=takeover,
                     fence=fence,
+                    copies=copies,
                 ),
             )
         )

@@ -47,12 +47,35 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return args
 
 
+# `status --watch` without SECONDS redraws every this many seconds.
+WATCH_DEFAULT = "2"
+
+
+def watch_default(args: list[str]) -> list[str]:
+    """`--watch` not followed by a number gets WATCH_DEFAULT (Typer has no option whose
+    value may be left out)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--watch" and not _is_number(args[i + 1] if i + 1 < len(args) else ""):
+            out.append(WATCH_DEFAULT)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_verbose(arg: str) -> bool:
     return (arg.startswith("-v") and set(arg[1:]) == {"v"}) or arg == "--verbose"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = normalize_argv(sys.argv[1:] if argv is None else argv)
+    args = watch_default(normalize_argv(sys.argv[1:] if argv is None else argv))
     debug = bool(os.environ.get("LONDISTE_RS_DEBUG")) or any(_is_verbose(a) for a in args)
     try:
         # not standalone: Typer's usage errors come out as exceptions too, for one line each

@@ -67,17 +67,28 @@ def create_leaf(
 @app.command()
 def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
+    from londiste_rs import metrics
     from londiste_rs.replication.worker import check_worker, run_worker
 
     cfg = cfg_of(config)
+
+    def check() -> None:
+        metrics.check_listen(cfg.metrics_listen, cfg.path)
+        check_worker(cfg)
+
+    def body() -> None:
+        with metrics.serving(cfg.metrics_listen, cfg.path):
+            run_worker(cfg)
+
     daemon.dispatch(
         cfg.job_name,
-        lambda: run_worker(cfg),
+        body,
         config=cfg.path,
         pidfile=cfg.pidfile,
         logfile=cfg.logfile,
         flags=OPTIONS,
-        check=lambda: check_worker(cfg),
+        check=check,
+        log_format=cfg.log_format,
     )
 
 
@@ -119,13 +130,33 @@ def node_info(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         typer.echo(f"ERR: {redact(info.cur_error)}")
 
 
+WatchOpt = typer.Option(
+    None,
+    "--watch",
+    metavar="[SECONDS]",
+    help="Redraw the cascade every SECONDS (default 2) until Ctrl-C.",
+)
+
+
 @app.command()
-def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
-    """Every node of the cascade: lag in seconds and ticks, last error, paused, tables, whether
-    its worker is alive, its queue's ticks. Exits 1 when something needs attention."""
+def status(
+    config: Path = ConfigArg, as_json: bool = JsonOpt, watch: float | None = WatchOpt
+) -> None:
+    """Every node of the cascade: lag in seconds and ticks, last error, paused, tables, copies,
+    whether its worker is alive, its queue's ticks. Exits 1 when something needs attention."""
     from londiste_rs.cascade.status import cascade_status
 
-    nodes = cascade_status(cfg_of(config))
+    cfg = cfg_of(config)
+    if watch is not None:
+        from londiste_rs.cli.watch import watch_status
+        from londiste_rs.errors import UsageError
+
+        if as_json:
+            raise UsageError("status: --watch redraws text; leave out --json (or --watch)")
+
+        watch_status(cfg, max(watch, 0.1), _status_lines)
+        return
+    nodes = cascade_status(cfg)
     attention = sum(len(s.problems) for _, s in nodes)
     if as_json:
         echo_json([{"depth": d, **asdict(s), "needs_attention": bool(s.problems)}
@@ -133,32 +164,44 @@ def status(config: Path = ConfigArg, as_json: bool = JsonOpt) -> None:
         if attention:
             raise typer.Exit(1)
         return
+    for line in _status_lines(nodes):
+        typer.echo(line)
+    if attention:
+        raise typer.Exit(1)
+
+
+def _status_lines(nodes: list[tuple[int, NodeStatus]]) -> list[str]:
+    """`status`'s text: the cascade as a tree, then how many problems need attention."""
+    from londiste_rs.progress import describe
+
+    out = []
     for depth, s in nodes:
         pad = "  " * depth + ("+--" if depth else "")
+        ind = "  " * depth + "    "
         if s.unreachable:
-            typer.echo(f"{pad}{s.name} (unreachable: {redact(s.unreachable)})")
+            out.append(f"{pad}{s.name} (unreachable: {redact(s.unreachable)})")
             continue
         flags = [f for f, on in (("PAUSED", s.paused), ("NOT-UPTODATE", not s.uptodate)) if on]
         lag = "-" if s.lag_seconds is None else f"{s.lag_seconds:.1f}s"
-        typer.echo(f"{pad}{s.name} ({s.node_type}){' ' + ','.join(flags) if flags else ''}")
-        typer.echo(f"{'  ' * depth}    Tables: {s.tables_ok}/{s.tables_half}/0")
-        typer.echo(f"{'  ' * depth}    Lag: {lag}, Tick: {s.last_tick_id}, "
+        out.append(f"{pad}{s.name} ({s.node_type}){' ' + ','.join(flags) if flags else ''}")
+        out.append(f"{ind}Tables: {s.tables_ok}/{s.tables_half}/0")
+        out.append(f"{ind}Lag: {lag}, Tick: {s.last_tick_id}, "
                    f"ticks behind: {'-' if s.lag_ticks is None else s.lag_ticks}")  # fmt: skip
-        typer.echo(f"{'  ' * depth}    {_worker_line(s)}")
+        out.append(f"{ind}{_worker_line(s)}")
         if s.ticks is not None:
-            typer.echo(f"{'  ' * depth}    {_ticks_line(s.ticks)}")
+            out.append(f"{ind}{_ticks_line(s.ticks)}")
+        out += [f"{ind}Copy {describe(p)}" for p in s.copies]
         if s.takeover:
-            typer.echo(f"{'  ' * depth}    TAKEOVER: {redact(s.takeover)}")
+            out.append(f"{ind}TAKEOVER: {redact(s.takeover)}")
         if s.fence:
-            typer.echo(f"{'  ' * depth}    Writes refused here: {redact(s.fence)}")
-        for c in s.consumers:
-            typer.echo(f"{'  ' * depth}    {_consumer_line(s.name, c)}")
-        for problem in s.problems:
-            typer.echo(f"{'  ' * depth}    ERR: {redact(problem)}")
+            out.append(f"{ind}Writes refused here: {redact(s.fence)}")
+        out += [f"{ind}{_consumer_line(s.name, c)}" for c in s.consumers]
+        out += [f"{ind}ERR: {redact(problem)}" for problem in s.problems]
+    attention = sum(len(s.problems) for _, s in nodes)
     if attention:
         many = attention > 1
-        typer.echo(f"{attention} problem{'s need' if many else ' needs'} attention (exit code 1)")
-        raise typer.Exit(1)
+        out.append(f"{attention} problem{'s need' if many else ' needs'} attention (exit code 1)")
+    return out
 
 
 def _worker_line(s: NodeStatus) -> str:

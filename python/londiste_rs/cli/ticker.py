@@ -30,6 +30,7 @@ def ticker(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors."),
 ) -> None:
     """Create ticks and run queue maintenance in every listed database (pgqd's job)."""
+    from londiste_rs import metrics
     from londiste_rs.ticker import check_config, check_databases, run_ticker
 
     cfg = load_ticker_config(config)
@@ -44,14 +45,24 @@ def ticker(
     )
     if not (flags.stop or flags.kill or flags.reload):
         check_config(cfg)
+
+    def check() -> None:
+        metrics.check_listen(cfg.metrics_listen, cfg.path)
+        check_databases(cfg)
+
+    def body() -> None:
+        with metrics.serving(cfg.metrics_listen, cfg.path):
+            run_ticker(cfg)
+
     daemon.dispatch(
         "ticker",
-        lambda: run_ticker(cfg),
+        body,
         config=cfg.path,
         pidfile=cfg.pidfile,
         logfile=cfg.logfile,
         flags=flags,
-        check=lambda: check_databases(cfg),
+        check=check,
+        log_format=cfg.log_format,
     )
 
 

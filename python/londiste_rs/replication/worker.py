@@ -24,9 +24,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from londiste_rs import daemon
+from londiste_rs import daemon, metrics
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import ConnectError, LondisteError
+from londiste_rs.logsetup import figures, set_context
 from londiste_rs.pg.db import connect, first_line, with_fix
 from londiste_rs.replication import batches, branch
 from londiste_rs.replication.apply import apply_events, read_copy
@@ -92,6 +93,7 @@ class Worker:
         self.next_seq_sync = 0.0
         self.next_capture_follow = 0.0
         self.copy_waits = CopyWaits()
+        self.metrics = metrics.NodeMetrics(self.queue, enabled=cfg.metrics_listen is not None)
 
     # -- connections ---------------------------------------------------------------------
     def _local(self) -> Conn:
@@ -152,6 +154,7 @@ class Worker:
             except Exception as e:  # the policy decides; the worker never dies of it
                 verdict = classify(e)
                 wait = backoff.failed(verdict)
+                self.metrics.error()
                 if isinstance(e, ExecuteFailed):
                     # a statement of an execute file failed here: the node waits, paused,
                     # for the fix and 'resume' (or 'execute --skip')
@@ -233,6 +236,7 @@ class Worker:
         """One unit of work; True when there may be more to do right away."""
         local = self._local()
         info = require_node(local, self.cfg, verb="worker")
+        self.metrics.position(info.node_name, info.last_tick_id, info.last_tick_time)
         if not info.uptodate:
             store_node.set_uptodate(local, self.queue, True)
             log.info("worker %s", "paused" if info.paused else "resumed")
@@ -240,16 +244,20 @@ class Worker:
             tick = store_queue.get_tick(local, self.queue)
             if tick is not None:
                 store_node.set_completed(local, self.queue, tick.tick_id, tick.time)
+                self.metrics.position(info.node_name, tick.tick_id, tick.time)
+            self.metrics.poll(local, None)
             self._follow_capture(local)
             return False
         if info.paused:
             return False
         prov = self._provider(provider_location(self.cfg, info))
+        self.metrics.poll(local, prov)
         if info.node_type == "branch":
             branch.tick(local, prov, self.queue)
         pending = pending_copies(local, self.queue)
         if pending:
-            copied, hold = copy_pending(self.cfg, local, prov, info, pending, self.copy_waits)
+            copied, hold = copy_pending(self.cfg, local, prov, info, pending, self.copy_waits,
+                                        self.metrics.copy_progress)  # fmt: skip
             if copied:
                 self.plans.invalidate()
                 return True
@@ -303,6 +311,9 @@ class Worker:
             self.plans.invalidate()
         self.stats_applied += stats.upserts + stats.deletes
         n = len(taken.batches)
+        events = stats.decoder.get("events", stats.upserts + stats.deletes + stats.truncates)
+        self.metrics.batch(events, n, stats.seconds)
+        self.metrics.position(info.node_name, taken.last.tick_id, taken.last.tick_time)
         log.info(
             "applied ticks %s..%s (%d batch%s): %d upserts, %d deletes, %d truncates in %.3fs"
             " (%.3fs waiting for the provider, %.3fs writing)%s",
@@ -310,6 +321,7 @@ class Worker:
             stats.upserts, stats.deletes, stats.truncates, stats.seconds,
             stats.wait_seconds, stats.write_seconds,
             " (exact order)" if stats.exact_order else "",
+            extra=figures(ticks=n, events=events, seconds=round(stats.seconds, 6)),
         )  # fmt: skip
         return True
 
@@ -328,5 +340,6 @@ def run_worker(cfg: JobConfig) -> None:
     """The body `daemon.dispatch` runs."""
     with connect(cfg.db, autocommit=True, what="node database") as conn:
         info = require_node(conn, cfg, verb="worker")
+    set_context(node=info.node_name, queue=cfg.queue_name)
     log.info("worker for %s node %s of queue %s", info.node_type, info.node_name, cfg.queue_name)
     Worker(cfg).run()

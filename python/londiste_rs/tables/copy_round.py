@@ -43,7 +43,7 @@ from londiste_rs.pg.db import connect, first_line
 from londiste_rs.pg.ddl import Deferred
 from londiste_rs.pg.names import name_of
 from londiste_rs.pg.snapshot import Snapshot
-from londiste_rs.progress import Progress, ProgressPrinter
+from londiste_rs.progress import Progress, ProgressCallback, ProgressPrinter
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
 from londiste_rs.store.node import NodeInfo
@@ -73,14 +73,16 @@ class _Recorder:
     """A progress callback writing each table's figures to its row (its own connection; the
     copy threads call it) and showing them (bars on a terminal, log lines otherwise)."""
 
-    def __init__(self, dsn: str, queue: str):
-        self.dsn, self.queue = dsn, queue
+    def __init__(self, dsn: str, queue: str, observe: ProgressCallback | None = None):
+        self.dsn, self.queue, self.observe = dsn, queue, observe
         self.lock = threading.Lock()
         self.conn: Conn | None = None
         self.show = ProgressPrinter()
 
     def __call__(self, p: Progress) -> None:
         self.show(p)
+        if self.observe is not None:
+            self.observe(p)
         with self.lock:
             try:
                 if self.conn is None:
@@ -102,11 +104,13 @@ def copy_pending(
     info: NodeInfo,
     tables: list[str],
     waits: CopyWaits | None = None,
+    observe: ProgressCallback | None = None,
 ) -> tuple[bool, bool]:
     """Copies those of `tables` whose source has them 'ok' (see the module doc): the
     provider, or the table's copy node. Returns (whether any table was copied or failed,
     whether replay must wait for a copy node that is behind). Each table copied ends 'ok'
-    with the snapshot of what it holds, or 'failed' with its error."""
+    with the snapshot of what it holds, or 'failed' with its error. `observe` also gets
+    every progress report (the worker's metrics)."""
     queue = cfg.queue_name
     waits = waits if waits is not None else CopyWaits()
     prov_dsn = provider_location(cfg, info)
@@ -137,7 +141,7 @@ def copy_pending(
     store_tables.mark_in_copy(local, queue, ready)
     _defer(local, queue, ready, states, failed)
     round_ = _Round(cfg, prov_dsn, {t: states[t].dest_table or t for t in ready})
-    recorder = _Recorder(cfg.db, queue)
+    recorder = _Recorder(cfg.db, queue, observe)
     done: list[tuple[CopyJob, str, CopyResult]] = []
     not_ready: list[str] = []
     try:

@@ -103,6 +103,8 @@ def resurrect(cfg: JobConfig, dump: Path | None = None) -> Resurrected:
         note = note_branch(queue, me, new_name, where)
         done = Resurrected(queue, me, new_name, tick)
         if info.node_type == "root":
+            with conn.transaction():
+                store_takeover.announce_fence(conn, queue, note)
             at = time.time()
             with conn.transaction():
                 if not running:

@@ -262,6 +262,8 @@ def _old_demoted(run: Run) -> bool:
 def _fence_old(run: Run) -> None:
     old, queue = run.old_conn(), run.queue
     note = note_new_root(queue, run.old_name, run.new_name, run.info.node_location)
+    with old.transaction():
+        store_takeover.announce_fence(old, queue, note)
     at = time.time()
     with old.transaction():
         st = store_takeover.get_state(old, queue)

@@ -120,6 +120,15 @@ def forget(conn: Conn, queue: str) -> None:
 # -- the fence -----------------------------------------------------------------------------
 
 
+def announce_fence(conn: Conn, queue: str, note: str) -> None:
+    """Stores the note a coming fence's refusals carry, to be committed before the fence: the
+    fence takes effect at once, before its own transaction commits, and a write refused in
+    between reads the note last committed (an open queue never reads it)."""
+    conn.execute(
+        "update londiste_rs.queue set queue_fence_note = %s where queue_name = %s", [note, queue]
+    )
+
+
 def fence(conn: Conn, queue: str, note: str) -> None:
     """From now on (not transactional) the queue's capture refuses the application's writes
     with `note`; the queue is ticked externally only."""

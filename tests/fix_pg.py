@@ -35,7 +35,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.devtools.pgcluster import VERSION_ENV, TempCluster
+from londiste_rs.devtools.pgcluster import VERSION_ENV, TempCluster, find_bindir, server_version
 
 OWNER = "lrs_owner"
 UNIT_TIER = Path(__file__).parent / "unit"
@@ -115,14 +115,15 @@ class ClusterPool:
     def __init__(self, config: pytest.Config):
         self.dsn = config.getoption("--pg-dsn")
         self.default: int | None = config.getoption("--pg-version")
-        self.clusters: dict[tuple[str, int | None], Cluster] = {}
+        self.clusters: dict[tuple[str, int], Cluster] = {}
 
     def get(self, name: str, version: int | None) -> Cluster:
         if self.dsn:
             if version:
                 pytest.skip(f"needs PostgreSQL {version} clusters, not the --pg-dsn server")
             return ExistingServer(self.dsn, name)
-        version = version or self.default
+        # keyed by the major it runs: an unmarked test shares the marked tests' clusters
+        version = version or self.default or server_version(find_bindir())
         if (name, version) not in self.clusters:
             self.clusters[name, version] = TempCluster(name, version=version).start()
         return self.clusters[name, version]

@@ -46,12 +46,15 @@ class Column:
     identity: str  # '' | 'a' (ALWAYS) | 'd' (BY DEFAULT)
     expr: str | None  # default or generation expression
     collation: sql.Composable | None  # only when it differs from the type's
+    not_null_name: str | None = None  # PostgreSQL 18 names its NOT NULL constraints
 
 
 _COLUMNS = """
 select a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, a.attnotnull,
        a.attgenerated::text, a.attidentity::text, pg_get_expr(d.adbin, d.adrelid),
-       case when a.attcollation <> t.typcollation then cn.nspname end, co.collname
+       case when a.attcollation <> t.typcollation then cn.nspname end, co.collname,
+       (select n.conname from pg_constraint n where n.conrelid = a.attrelid and n.contype = 'n'
+         and n.conkey = array[a.attnum]) -- none before 18
 from pg_attribute a
 join pg_type t on t.oid = a.atttypid
 left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
@@ -71,7 +74,15 @@ def columns(conn: Conn, table: TableName) -> list[Column]:
     conn.execute("select set_config('search_path', %s, true)", [old[0] if old else ""])
     return [
         Column(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], sql.Identifier(r[7], r[8]) if r[7] else None
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            sql.Identifier(r[7], r[8]) if r[7] else None,
+            not_null_name=r[9],
         )
         for r in rows
     ]
@@ -182,8 +193,10 @@ def _foreign_keys(conn: Conn, table: TableName) -> list[ForeignKey]:
     return [ForeignKey(r[0], table, TableName(r[1], r[2], r[3]), r[4]) for r in rows]
 
 
-# The first major with VIRTUAL generated columns (and NOT NULL constraints in pg_constraint).
+# The first majors with VIRTUAL generated columns, and with NOT NULL constraints in
+# pg_constraint (named: contype 'n'; before, attnotnull only).
 VIRTUAL_SINCE = 18
+NAMED_NOT_NULL_SINCE = 18
 
 
 @dataclass(frozen=True)
@@ -280,7 +293,9 @@ def plan_create(src: Conn, table: TableName, *, full: bool, target: int) -> Crea
                     ),
                 )
             )
-        if c.not_null:
+        if c.not_null and c.not_null_name and target >= NAMED_NOT_NULL_SINCE:
+            parts.append(sql.SQL("CONSTRAINT {} NOT NULL").format(sql.Identifier(c.not_null_name)))
+        elif c.not_null:
             parts.append(sql.SQL("NOT NULL"))
         defs.append(sql.SQL(" ").join(parts))
     for name, definition in pkey:

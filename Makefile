@@ -30,6 +30,7 @@ build: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q
 
 demo: build
+	bash scripts/install-system-deps.sh --server-user
 	$(BIN)/londiste-rs demo
 
 # stubtest: the hand-written _native stubs cannot drift from the built module

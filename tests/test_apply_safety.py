@@ -132,7 +132,7 @@ def test_keyword_constraint_names_are_restored_after_the_copy(tmp_path, provider
     constraints = subscriber_db.sql(
         "select conname::text, contype::text, convalidated from pg_constraint"
         " where conrelid in ('public.orders'::regclass, 'public.leaf_notes'::regclass)"
-        " order by 1"
+        " and contype <> 'n' order by 1"  # 18's NOT NULLs are never dropped for the copy
     )
     assert constraints == [("leaf_notes_pkey", "p", True), ("order", "p", True),
                            ("user", "f", True)]  # fmt: skip

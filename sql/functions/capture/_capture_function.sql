@@ -94,9 +94,10 @@ begin
     changed := format('pg_catalog.has_column_privilege(TG_RELID, %s::pg_catalog.int2, ''SELECT'') IS NOT NULL',
                       next_attnum);
     -- The fast path (the writer's client_encoding is the database's, as it nearly always is):
-    -- per operation, one INSERT whose VALUES compute the event, so a row runs 5 PL/pgSQL
-    -- expressions, not 17 (each is set up again in every transaction: with a transaction per
-    -- row or two, as in pgbench, that setup was a third of the trigger's cost).
+    -- per operation, the fewest PL/pgSQL expressions (8 for an update, not 17: each is set up
+    -- again in every transaction, so with a row or two per transaction, as in pgbench, per row)
+    -- and an INSERT of variables and constants only (its VALUES are set up again at every
+    -- execution). 9.2 against 10.3 us a row in pgbench's mix (backend CPU, internals §3).
     refused := format($r$
             if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
                     true) OPERATOR(pg_catalog.=) 'on' then
@@ -109,28 +110,33 @@ begin
                 using errcode = 'object_not_in_prerequisite_state';
 $r$, i_queue, global_name, i_queue);
     for op in select * from (values
-        ('UPDATE', 'U', 'dat', format('case when %s OPERATOR(pg_catalog.=) %s then null else %s end',
-                                      old_key, new_key, old_key), true),
-        ('INSERT', 'I', 'dat', 'null', true),
+        ('UPDATE', 'U', 'pg_catalog.record_send(NEW)',
+         format('case when %s OPERATOR(pg_catalog.=) %s then null else %s end',
+                old_key, new_key, old_key), true),
+        ('INSERT', 'I', 'pg_catalog.record_send(NEW)', 'null', true),
         ('DELETE', 'D', old_key, 'null', false),
         ('TRUNCATE', 'R', 'null', 'null', false)) o(tg_op, typ, dat, oldkey, whole_row)
     loop
         fast := fast || format(E'        %s TG_OP OPERATOR(pg_catalog.=) %L then\n',
                                case when op.tg_op = 'UPDATE' then 'if' else 'elsif' end, op.tg_op);
-        if op.whole_row then
-            fast := fast || E'            dat := pg_catalog.record_send(NEW);\n';
+        fast := fast || format(E'            dat := %s;\n', op.dat);
+        if op.oldkey <> 'null' then
+            fast := fast || format(E'            oldkey := %s;\n', op.oldkey);
         end if;
+        fast := fast || format(E'            if %s%s then\n'
+                               || E'                shape := londiste_rs.table_shape(TG_RELID);\n'
+                               || E'            end if;\n',
+            changed,
+            case when op.whole_row then format(
+                ' OR pg_catalog.substr(dat, 1, 4) OPERATOR(pg_catalog.<>) %L::pg_catalog.bytea', fields)
+            else '' end);
         for n in 0 .. q.queue_ntables - 1 loop
             fast := fast || format(
                 E'            %s cur OPERATOR(pg_catalog.=) %s then\n'
                 || E'                insert into londiste_rs.%I (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3)\n'
-                || E'                values (%L, %s, %L, %s, case when %s%s then londiste_rs.table_shape(TG_RELID) else %L end);\n',
+                || E'                values (%L, dat, %L, oldkey, shape);\n',
                 case when n = 0 then 'if' else 'elsif' end, n, 'event_' || q.queue_id || '_' || n,
-                op.typ, op.dat, global_name, op.oldkey, changed,
-                case when op.whole_row then format(
-                    ' OR pg_catalog.substr(dat, 1, 4) OPERATOR(pg_catalog.<>) %L::pg_catalog.bytea', fields)
-                else '' end,
-                shape);
+                op.typ, global_name);
         end loop;
         fast := fast || E'            else\n' || refused || E'            end if;\n';
     end loop;

@@ -3,6 +3,7 @@ nothing (I3), tick merging, retry, ticker rules, settings."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -207,6 +208,23 @@ def test_retry_returns_the_event_to_its_consumer_only(provider_db):
     assert [(r[0], r[4], bytes(r[6])) for r in rows] == [(again, 1, b"again")]
     queue.finish_batch(conn, batch.batch_id)
     assert take(conn, "c2") == []
+
+
+def test_events_are_ticked_after_20_ms_by_default_and_a_look_that_ticks_nothing_writes_nothing(
+    provider_db,
+):
+    """Issue 14: the default ticker_max_lag lets a tick follow an event after 20 ms (PgQ's
+    3 s made every change wait that long), and ticker() asks which queues need a tick before
+    locking one, so the ticker daemon may ask every 0.02 s: a call that ticks nothing takes no
+    transaction id (it writes nothing)."""
+    conn = open_queue(provider_db)
+    assert queue.ticker(conn, Q) is None  # just created: nothing waits
+    with conn.transaction():
+        assert conn.execute("select londiste_rs.ticker()").fetchone() == (0,)
+        assert conn.execute("select pg_current_xact_id_if_assigned()").fetchone() == (None,)
+    emit(conn, "1")
+    time.sleep(0.05)  # more than the default ticker_max_lag
+    assert conn.execute("select londiste_rs.ticker()").fetchone() == (1,)
 
 
 def test_ticker_rules(provider_db):

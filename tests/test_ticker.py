@@ -58,9 +58,14 @@ def insert_event(dsn: str, queue: str = "q") -> int:
     return int(rows[0][0])
 
 
-def ticked_past(dsn: str, ev_id: int) -> bool:
-    """Whether a tick covers the event `ev_id` (its event sequence reached it)."""
-    rows = sql(dsn, "select coalesce(max(tick_event_seq), 0) >= %s from londiste_rs.tick", [ev_id])
+def ticked_past(dsn: str, ev_id: int, queue: str = "q") -> bool:
+    """Whether a tick of `queue` covers the event `ev_id` (its event sequence reached it)."""
+    rows = sql(
+        dsn,
+        "select coalesce(max(tick_event_seq), 0) >= %s from londiste_rs.tick"
+        " join londiste_rs.queue on queue_id = tick_queue where queue_name = %s",
+        [ev_id, queue],
+    )
     return bool(rows[0][0])
 
 
@@ -118,6 +123,30 @@ def test_ticks_skips_foreign_databases_and_survives_a_restart(
     assert "with_queue: working again after" in log
     assert "Traceback" not in log
 
+    stop_ticker(tmp_path, pid)
+
+
+def test_a_schema_and_a_queue_made_after_the_start_are_ticked_within_seconds(
+    cluster: TempCluster, tmp_path: Path
+) -> None:
+    """The walkthrough's order: the ticker first, `create-root` later. The database is looked
+    at again within SCHEMA_PROBE, not at the next check_period (a minute here); a queue made
+    later in a ticked database is ticked at once too. Default ticker_period and max_lag."""
+    dsn = cluster.create_database("schema_later", owner=OWNER)
+    write_ini(tmp_path, cluster, "schema_later", ticker_period="", check_period=60)
+    pid = start_ticker(tmp_path)
+    wait_for("the skip line", lambda: "schema_later: no londiste_rs schema" in log_text(tmp_path))
+
+    with psycopg.connect(dsn) as conn:  # what create-root does: install, create the queue
+        schema.install(conn)
+        conn.execute("select londiste_rs.create_queue('q')")
+    ev = insert_event(dsn)
+    wait_for("a tick covering the first event", lambda: ticked_past(dsn, ev), timeout=5)
+    assert "schema_later: ticking" in log_text(tmp_path)
+
+    sql(dsn, "select londiste_rs.create_queue('q2')")
+    ev = insert_event(dsn, "q2")
+    wait_for("a tick of the new queue", lambda: ticked_past(dsn, ev, "q2"), timeout=5)
     stop_ticker(tmp_path, pid)
 
 

@@ -13,7 +13,7 @@ from londiste_rs.devtools.processes import spawn_cli as spawn
 from londiste_rs.devtools.processes import stop_gracefully
 from londiste_rs.replication.worker import Worker
 from londiste_rs.waiting import wait_for
-from tests.fix_cli import ok
+from tests.fix_cli import job_ini, ok
 from tests.fix_nodes import drain, nodes, tick
 
 SCHEMA = """
@@ -191,6 +191,29 @@ def test_an_idle_worker_wakes_on_a_tick_not_at_its_next_poll(tmp_path, provider_
         tick(provider_db)
         wait_for("the change", lambda: rows(subscriber_db, "parent") == rows(provider_db, "parent"),
                  timeout=60)  # fmt: skip
+        assert worker.poll() is None
+    finally:
+        stop_gracefully(worker)
+
+
+def test_a_worker_whose_node_is_made_again_goes_on_within_seconds(tmp_path, provider_db):
+    """A running worker whose node is dropped waits for it, looking every second rather
+    than at a permanent error's slow retry: made again, it is worked on at once."""
+    root = str(job_ini(tmp_path, "master", provider_db.dsn))
+    ok(root, "create-root", "master")
+    worker = spawn(root, "worker")
+    position = "select last_tick_id from londiste_rs.local_state where queue_name = 'q1'"
+    try:
+        last = tick(provider_db)
+        wait_for("the root's position", lambda: provider_db.sql(position) == [(last,)])
+        ok(root, "drop-node", "master")
+        log = tmp_path / "log/master.log"
+        wait_for("the worker to miss its node", lambda: "is not a node of queue q1" in
+                 log.read_text(), timeout=30)  # fmt: skip
+        ok(root, "create-root", "master")
+        last = tick(provider_db)
+        wait_for("the position in the new node", lambda: provider_db.sql(position) == [(last,)],
+                 timeout=5)  # fmt: skip
         assert worker.poll() is None
     finally:
         stop_gracefully(worker)

@@ -31,6 +31,8 @@ class OursLink(CascadeLink):
     position_sql = "select last_tick_id from londiste_rs.local_state where queue_name = %s"
     settle_sql = ("select londiste_rs.force_tick(%s)", "select londiste_rs.ticker(%s)")
     queue_config_sql = "select londiste_rs.set_queue_config(%s, %s, %s)"
+    # the default ticker_max_lag (issue 14: lag in tens of milliseconds by default)
+    queue_config = (("ticker_idle_period", "1 second"),)
 
     def ticker_cmd(self, ini: Path) -> list[str]:
         return [CLI, "ticker", str(ini)]

@@ -1,14 +1,18 @@
 """The ticker (pgqd's job): ticks, maintenance and retry for every database that has our schema.
 
 One loop, one autocommit connection per database. Per database, every
-- `ticker_period`: `londiste_rs.ticker()` (the SQL decides whether each queue needs a tick and
-  never makes two ticks for one snapshot);
+- `ticker_period` (0.02 s): `londiste_rs.ticker()` (the SQL decides whether each queue needs a
+  tick, never makes two ticks for one snapshot, and writes nothing when no queue needs one, so
+  asking often is cheap: events wait tens of milliseconds, not seconds, issue 14);
 - `maint_period`: each `func_name(func_arg)` that `londiste_rs.maint_operations()` lists, called
   again while it returns a positive count (`vacuum` means VACUUM of the named table);
 - `retry_period`: `londiste_rs.maint_retry_events()`, again while it returns a positive count;
 - `check_period`: the database list is rescanned (an empty `database_list` means every database
-  that accepts connections, found from `initial_database`) and databases without our schema are
-  looked at again;
+  that accepts connections, found from `initial_database`) and the schema's ownership checked
+  again;
+- SCHEMA_PROBE (1 s): a database without our schema yet is asked whether it has it now (one
+  catalog lookup on the connection kept open for it), so a `create-root` made after the ticker
+  started is ticked within a second, not after a check_period;
 - `stats_period`: one log line of ticks and maintenance done.
 A database that fails (server restart, dropped schema, bad SQL) logs one line, loses its
 connection and is retried with a backoff; the ticker itself never stops for it.
@@ -48,6 +52,7 @@ from londiste_rs.store.schema import SCHEMA
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX = 30.0  # seconds between reconnect attempts, at most
+SCHEMA_PROBE = 1.0  # seconds between looks for the schema in a database that has none yet
 BLOCKED_WARN_EVERY = 600.0  # seconds between warnings about one consumer blocking rotation
 
 
@@ -114,6 +119,7 @@ class DatabaseTicker:
                 database_dsn(self.cfg, self.name), autocommit=True, what=f"database {self.name}"
             )
             self.connected_at = now
+            self._warn_superuser(self.conn)
         return self.conn
 
     def close(self) -> None:
@@ -156,7 +162,6 @@ class DatabaseTicker:
 
     def _check_schema(self, now: float) -> None:
         conn = self._connection(now)
-        self._warn_superuser(conn)
         has = maintenance.has_schema(conn)
         refusal = ownership.ticker_refusal(conn) if has else None
         if refusal is not None:
@@ -167,9 +172,13 @@ class DatabaseTicker:
         self.refusal = refusal
         has = has and refusal is None
         self.has_schema = has
-        self.next_check = now + self.cfg.check_period
-        if not has:
-            self.close()  # an idle connection would only get in the way of DROP DATABASE
+        # Without the schema (not yet installed): looked at again soon, on the connection kept
+        # for it (the one lookup is all it costs; DROP DATABASE of it needs WITH (FORCE) while
+        # the ticker runs, as for any database the ticker ticks). A refused schema waits for
+        # its fix at the slower pace.
+        soon = not has and refusal is None
+        self.next_check = now + (min(SCHEMA_PROBE, self.cfg.check_period) if soon else
+                                 self.cfg.check_period)  # fmt: skip
 
     def _warn_superuser(self, conn: psycopg.Connection[Any]) -> None:
         row = conn.execute(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -41,7 +41,7 @@ from londiste_rs.store import execute as store_execute
 from londiste_rs.store import node as store_node
 from londiste_rs.store import queue as store_queue
 from londiste_rs.store import tables as store_tables
-from londiste_rs.store.node import NodeInfo, require_node
+from londiste_rs.store.node import NodeInfo, NodeMissing, get_node_info, require_node
 from londiste_rs.tables.common import provider_location
 from londiste_rs.tables.copy_round import copy_pending, pending_copies, release_copy_snapshots
 from londiste_rs.tables.copy_source import CopyWaits
@@ -56,15 +56,12 @@ TICK_CHANNEL = "londiste_rs_tick"
 # How often a subscriber's worker moves its sequences up to its provider's.
 SEQ_SYNC_INTERVAL = 2.0
 # How often a root's worker makes the capture functions follow columns changed without
-# execute (store/execute.capture_follow), and how often a batch stopped by a missing column
-# looks whether it exists now.
+# execute (store/execute.capture_follow).
 CAPTURE_FOLLOW_INTERVAL = 10.0
+# How often a worker stopped by a missing column or a missing node (dropped, not created yet)
+# looks whether it exists now: one catalog lookup, so the fix is noticed within a second
+# rather than at the permanent error's slow retry.
 SCHEMA_POLL = 1.0
-
-
-def _listen(conn: Conn, channel: str) -> None:
-    conn.add_notify_handler(lambda n: None)  # wakes the idle loop; no backlog of them kept
-    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
 
 def _drop_notifications(conn: Conn) -> None:
@@ -94,13 +91,24 @@ class Worker:
         self.next_capture_follow = 0.0
         self.copy_waits = CopyWaits()
         self.metrics = metrics.NodeMetrics(self.queue, enabled=cfg.metrics_listen is not None)
+        # Set by a notification (a tick on the provider, a table added here). One that arrives
+        # while a step runs a query is read by psycopg then, and no longer wakes the sleep;
+        # this flag keeps it from being lost (the next step looks for work at once).
+        self.notified = False
+
+    def _listen(self, conn: Conn, channel: str) -> None:
+        conn.add_notify_handler(self._on_notify)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def _on_notify(self, _n: psycopg.Notify) -> None:
+        self.notified = True
 
     # -- connections ---------------------------------------------------------------------
     def _local(self) -> Conn:
         if self.local is None or self.local.closed:
             self.local = connect(self.cfg.db, autocommit=True, what="node database")
             # add-table and resync notify: the idle loop wakes up for a new copy at once
-            _listen(self.local, store_tables.TABLES_CHANNEL)
+            self._listen(self.local, store_tables.TABLES_CHANNEL)
             self.connected_at = time.monotonic()
             self.plans.invalidate()  # staging tables live in the session
         return self.local
@@ -119,7 +127,7 @@ class Worker:
                 options="-c max_parallel_workers_per_gather=0",
             )  # fmt: skip
             # every tick notifies (sql/functions/queue/_tick.sql): the idle loop wakes at once
-            _listen(self.provider, TICK_CHANNEL)
+            self._listen(self.provider, TICK_CHANNEL)
             self.provider_location = location
         return self.provider
 
@@ -173,7 +181,9 @@ class Worker:
                     self.plans.invalidate()
                 beat.activity = "retrying after an error"
                 if isinstance(e, SchemaWait):
-                    self._wait_for_columns(e, wait)
+                    self._wait_until(f"the missing column of {e.table}", e.ready, wait)
+                elif isinstance(e, NodeMissing):
+                    self._wait_until("the node", self._node_exists, wait)
                 else:
                     daemon.sleep(wait)
                 continue
@@ -184,7 +194,9 @@ class Worker:
                 listening = [
                     c for c in (self.local, self.provider) if c is not None and not c.closed
                 ]
-                daemon.sleep(self.cfg.loop_delay, also=[c.fileno() for c in listening])
+                if not self.notified:
+                    daemon.sleep(self.cfg.loop_delay, also=[c.fileno() for c in listening])
+                self.notified = False
                 for conn in listening:
                     _drop_notifications(conn)
 
@@ -194,18 +206,21 @@ class Worker:
         except (LondisteError, psycopg.Error):
             self.close()
 
-    def _wait_for_columns(self, e: SchemaWait, seconds: float) -> None:
-        """Sleeps up to `seconds`, looking every SCHEMA_POLL whether the missing columns
-        exist here now (then the batch is tried again at once)."""
+    def _wait_until(self, what: str, ready: Callable[[Conn], bool], seconds: float) -> None:
+        """Sleeps up to `seconds`, looking every SCHEMA_POLL whether `ready(local)` (then the
+        step is tried again at once)."""
         deadline = time.monotonic() + seconds
         while not daemon.stop_requested() and time.monotonic() < deadline:
             daemon.sleep(min(SCHEMA_POLL, max(0.0, deadline - time.monotonic())))
             try:
-                if e.ready(self._local()):
-                    log.info("%s: the missing column is here now; going on", e.table)
+                if ready(self._local()):
+                    log.info("%s is here now; going on", what)
                     return
             except (LondisteError, psycopg.Error):
                 return
+
+    def _node_exists(self, local: Conn) -> bool:
+        return get_node_info(local, self.queue) is not None
 
     def _follow_capture(self, local: Conn) -> None:
         """Root: the capture of a table whose columns were changed without execute follows

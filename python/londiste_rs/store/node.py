@@ -186,13 +186,17 @@ def lag_seconds(conn: Conn, queue: str) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
+class NodeMissing(NotInstalledError):
+    """The database holds no node of the queue (not created yet, or dropped)."""
+
+
 def require_node(
     conn: Conn, cfg: JobConfig, kinds: tuple[str, ...] = KINDS, verb: str = ""
 ) -> NodeInfo:
     """The local node, or a one-line error saying how to create it / which kind `verb` needs."""
     info = get_node_info(conn, cfg.queue_name)
     if info is None:
-        raise NotInstalledError(
+        raise NodeMissing(
             f"{describe(cfg.db)} is not a node of queue {cfg.queue_name}; create it first with "
             f"'londiste-rs {cfg.path.name} create-root|create-branch|create-leaf NAME ...'"
         )

@@ -2,8 +2,9 @@
 //!
 //! Keys and rows are the length-prefixed binary fields copied from the events into one arena
 //! per table; a hash table maps a key (a slice of the arena) to its entry with no allocation per
-//! key. A newer row for a key is appended and the old bytes become garbage until the flush, so
-//! memory follows the events seen, which the caller bounds by flushing at `chunk_bytes`.
+//! key. A newer row for a key overwrites the old one when it fits (else it is appended and the
+//! old bytes become garbage until the flush), so memory follows the distinct keys seen more
+//! than the events; the caller bounds it by flushing at `chunk_bytes`.
 
 use std::hash::BuildHasher;
 
@@ -26,6 +27,18 @@ struct Entry {
     /// key of a key change): a final "deleted" needs no delete on the subscriber.
     born: bool,
     encoding: EncodingId,
+}
+
+/// Whether a flush writes the entry in a step of `kind`: a delete of a key whose final state is
+/// "deleted" (and that may exist), an update of a row that existed when the flush began, an
+/// insert of one that did not (`born`).
+fn wanted(kind: StepKind, e: &Entry) -> bool {
+    match kind {
+        StepKind::Delete => e.row_off == NO_ROW && !e.born,
+        StepKind::Update => e.row_off != NO_ROW && !e.born,
+        StepKind::Insert => e.row_off != NO_ROW && e.born,
+        _ => false,
+    }
 }
 
 /// The coalesced state of one table.
@@ -95,8 +108,17 @@ impl KeyedRows {
     /// is known not to exist before this event (insert, new key of a key change).
     pub fn upsert(&mut self, key: &[u8], row: &[u8], new_key: bool, encoding: EncodingId) {
         let i = self.entry(key, new_key, encoding);
-        let row_off = self.arena.len();
-        self.arena.extend_from_slice(row);
+        let e = self.entries[i];
+        // A key updated again (most often with a row of the same size) reuses its row's bytes,
+        // so memory follows the distinct keys rather than the events.
+        let row_off = if e.row_off != NO_ROW && e.row_len >= row.len() {
+            self.arena[e.row_off..][..row.len()].copy_from_slice(row);
+            e.row_off
+        } else {
+            let at = self.arena.len();
+            self.arena.extend_from_slice(row);
+            at
+        };
         let e = &mut self.entries[i];
         e.row_off = row_off;
         e.row_len = row.len();
@@ -112,6 +134,53 @@ impl KeyedRows {
         e.encoding = encoding;
     }
 
+    /// The encodings of the entries a pass of `kind` writes, in first-seen order (almost
+    /// always one).
+    pub fn encodings(&self, kind: StepKind) -> Vec<EncodingId> {
+        let mut encodings: Vec<EncodingId> = Vec::new();
+        for e in self.entries.iter().filter(|e| wanted(kind, e)) {
+            if !encodings.contains(&e.encoding) {
+                encodings.push(e.encoding);
+            }
+        }
+        encodings
+    }
+
+    /// One pass of a flush, resumable: the entries of `kind` and `encoding` from entry
+    /// `from` on, into `out`, until `out` has ended a step (returns the entry to go on from; the
+    /// step being written stays in `out`) or the entries end (None; the last step ended too).
+    pub fn write_some(
+        &self,
+        run: RunKey,
+        nfields: u16,
+        from: usize,
+        out: &mut StepSplitter<'_>,
+    ) -> Result<Option<usize>, EncodeError> {
+        let steps = out.steps();
+        for (i, e) in self.entries.iter().enumerate().skip(from) {
+            if e.encoding != run.encoding || !wanted(run.kind, e) {
+                continue;
+            }
+            let (off, len) = if run.kind == StepKind::Delete {
+                (e.key_off, e.key_len)
+            } else {
+                (e.row_off, e.row_len)
+            };
+            out.push(
+                run,
+                Row {
+                    nfields,
+                    fields: &self.arena[off..][..len],
+                },
+            )?;
+            if out.steps() > steps {
+                return Ok(Some(i + 1));
+            }
+        }
+        out.close()?;
+        Ok(None)
+    }
+
     /// Writes a delete of every key whose final state is "deleted" (and that may exist).
     pub fn write_deletes(
         &self,
@@ -119,9 +188,7 @@ impl KeyedRows {
         nkeys: u16,
         out: &mut StepSplitter<'_>,
     ) -> Result<(), EncodeError> {
-        let wanted = |e: &Entry| e.row_off == NO_ROW && !e.born;
-        let fields = |e: &Entry| (e.key_off, e.key_len);
-        self.write(out, StepKind::Delete, table, nkeys, wanted, fields)
+        self.write(out, StepKind::Delete, table, nkeys)
     }
 
     /// Writes every key whose final state is a row: first an update of those that existed
@@ -133,46 +200,28 @@ impl KeyedRows {
         nout: u16,
         out: &mut StepSplitter<'_>,
     ) -> Result<(), EncodeError> {
-        let fields = |e: &Entry| (e.row_off, e.row_len);
-        let updated = |e: &Entry| e.row_off != NO_ROW && !e.born;
-        self.write(out, StepKind::Update, table, nout, updated, fields)?;
-        let inserted = |e: &Entry| e.row_off != NO_ROW && e.born;
-        self.write(out, StepKind::Insert, table, nout, inserted, fields)
+        self.write(out, StepKind::Update, table, nout)?;
+        self.write(out, StepKind::Insert, table, nout)
     }
 
-    /// Entries passing `wanted`, in the order their keys were first seen, one pass per encoding
-    /// present (almost always one).
+    /// Entries of `kind`, in the order their keys were first seen, one pass per encoding.
     fn write(
         &self,
         out: &mut StepSplitter<'_>,
         kind: StepKind,
         table: usize,
         nfields: u16,
-        wanted: impl Fn(&Entry) -> bool,
-        fields: impl Fn(&Entry) -> (usize, usize),
     ) -> Result<(), EncodeError> {
-        let mut encodings: Vec<EncodingId> = Vec::new();
-        for e in self.entries.iter().filter(|e| wanted(e)) {
-            if !encodings.contains(&e.encoding) {
-                encodings.push(e.encoding);
-            }
-        }
-        for encoding in encodings {
+        for encoding in self.encodings(kind) {
             let run = RunKey {
                 kind,
                 table,
                 encoding,
             };
-            for e in self
-                .entries
-                .iter()
-                .filter(|e| e.encoding == encoding && wanted(e))
-            {
-                let (off, len) = fields(e);
-                let fields = &self.arena[off..][..len];
-                out.push(run, Row { nfields, fields })?;
+            let mut from = 0;
+            while let Some(next) = self.write_some(run, nfields, from, out)? {
+                from = next;
             }
-            out.close()?;
         }
         Ok(())
     }

@@ -75,7 +75,8 @@ def drain(
     """One drain of the backlog `write` queues on a fresh pair at `scale`: its rate recorded
     under `key`, the apply's peak memory under `memory_key`."""
     sizes = ctx.sizes
-    with flow.replicating(ctx.env, tool, scale, key, sizes.timeout) as link:
+    tag = key.replace("-", "_")  # (in database names)
+    with flow.replicating(ctx.env, tool, scale, tag, sizes.timeout) as link:
         link.pause()
         with link.src.connect() as conn:
             write(conn)

@@ -226,6 +226,58 @@ impl KeyedRows {
         Ok(())
     }
 
+    /// Memory held by keys new in this round (`born`): rows an early flush of the inserts
+    /// alone would free, approximately.
+    pub fn born_bytes(&self) -> usize {
+        let per_entry = std::mem::size_of::<Entry>() + std::mem::size_of::<usize>();
+        self.entries
+            .iter()
+            .filter(|e| e.born)
+            .map(|e| e.key_len + if e.row_off == NO_ROW { 0 } else { e.row_len } + per_entry)
+            .sum()
+    }
+
+    /// Forgets the keys new in this round (`born`) once their inserts are written, keeping
+    /// the others (and their place in the order): a later event of a forgotten key finds it
+    /// existing, as it then does on the subscriber. The kept bytes move down in the arena, so
+    /// no second arena is needed.
+    pub fn forget_born(&mut self) {
+        let KeyedRows {
+            arena,
+            entries,
+            index,
+            hasher,
+        } = self;
+        entries.retain(|e| !e.born);
+        // (offset, length, entry, is the key) of every kept slice, moved down in arena order
+        let mut slices: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(2 * entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            slices.push((e.key_off, e.key_len, i, true));
+            if e.row_off != NO_ROW {
+                slices.push((e.row_off, e.row_len, i, false));
+            }
+        }
+        slices.sort_unstable_by_key(|s| s.0);
+        let mut end = 0;
+        for (off, len, i, is_key) in slices {
+            arena.copy_within(off..off + len, end);
+            let e = &mut entries[i];
+            if is_key {
+                e.key_off = end;
+            } else {
+                e.row_off = end;
+            }
+            end += len;
+        }
+        arena.truncate(end);
+        index.clear();
+        for i in 0..entries.len() {
+            let key = |e: &Entry| &arena[e.key_off..][..e.key_len];
+            let h = hasher.hash_one(key(&entries[i]));
+            index.insert_unique(h, i, |&j| hasher.hash_one(key(&entries[j])));
+        }
+    }
+
     /// Forgets everything (keeping allocations for the next round).
     pub fn clear(&mut self) {
         self.arena.clear();

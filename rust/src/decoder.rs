@@ -179,6 +179,8 @@ struct Table {
     nkeys: u16,
     nout: u16,
     rows: KeyedRows,
+    /// Its new keys may be inserted before the other changes pending (`early_inserts`).
+    early: bool,
 }
 
 /// Everything but the stream reader, so the reader's callback can borrow it.
@@ -216,17 +218,19 @@ struct Events {
 
 /// Where a flush of the coalesced rows is: its passes (a table, a kind of step, an encoding),
 /// in apply order, the pass and the entry it goes on from, and the step being written.
+/// `inserts_only`: an early flush of the keys new in this round (see `start_flush`).
 struct Flush {
     passes: Vec<(RunKey, u16)>,
     pass: usize,
     entry: usize,
     current: Option<StepBuilder>,
+    inserts_only: bool,
 }
 
 impl Flush {
     /// Deletes of every table, children before parents; then each table's updates and
     /// inserts, parents before children (tables are in parents-first order).
-    fn new(tables: &[Table]) -> Flush {
+    fn new(tables: &[Table], inserts_only: bool) -> Flush {
         let mut passes = Vec::new();
         let mut add = |i: usize, t: &Table, kind: StepKind, nfields: u16| {
             for encoding in t.rows.encodings(kind) {
@@ -239,17 +243,24 @@ impl Flush {
             }
         };
         for (i, t) in tables.iter().enumerate().rev() {
-            add(i, t, StepKind::Delete, t.nkeys);
+            if !inserts_only {
+                add(i, t, StepKind::Delete, t.nkeys);
+            }
         }
         for (i, t) in tables.iter().enumerate() {
-            add(i, t, StepKind::Update, t.nout);
-            add(i, t, StepKind::Insert, t.nout);
+            if !inserts_only {
+                add(i, t, StepKind::Update, t.nout);
+            }
+            if !inserts_only || t.early {
+                add(i, t, StepKind::Insert, t.nout);
+            }
         }
         Flush {
             passes,
             pass: 0,
             entry: 0,
             current: None,
+            inserts_only,
         }
     }
 }
@@ -412,7 +423,29 @@ impl BatchDecoder {
             spec,
             walk,
             rows: KeyedRows::new(),
+            early: false,
         });
+        Ok(())
+    }
+
+    /// The tables (by name) whose new keys an early flush may insert before the other changes
+    /// pending (see `start_flush`): those with no unique constraint but their key, so that no
+    /// pending delete or update has to free a value first. The others keep everything until a
+    /// full flush. Unknown names are refused.
+    pub fn early_inserts(&mut self, names: &[String]) -> Result<(), DecodeError> {
+        let ev = &mut self.events;
+        let mut early = vec![false; ev.tables.len()];
+        for name in names {
+            let Some(&ti) = ev.by_name.get(name.as_bytes()) else {
+                return Err(DecodeError::Usage(format!(
+                    "early_inserts: table {name} was never added"
+                )));
+            };
+            early[ti] = true;
+        }
+        for (t, e) in ev.tables.iter_mut().zip(early) {
+            t.early = e;
+        }
         Ok(())
     }
 
@@ -593,13 +626,24 @@ impl BatchDecoder {
     /// out is allowed (the rest of the flush is then made at once).
     pub fn next_step(&mut self) -> Result<Option<Step>, DecodeError> {
         let ev = &mut self.events;
-        if ev.ready_front == ev.ready.len() {
+        let mut ended = false;
+        while ev.ready_front == ev.ready.len() {
             ev.ready.clear();
             ev.ready_front = 0;
             if ev.flushing.is_none() {
-                ev.start_flush()?;
+                // a drain ends with its flush while more input may come (an early flush
+                // leaves rows pending); after finish(), once nothing is left
+                let pending = ev.exact_order || ev.tables.iter().any(|t| !t.rows.is_empty());
+                if !pending || (ended && !self.finished) {
+                    break;
+                }
+                ev.start_flush(!self.finished)?;
+                if ev.flushing.is_none() && ev.ready.is_empty() {
+                    break;
+                }
             }
             ev.flush_some()?;
+            ended |= ev.flushing.is_none();
         }
         let Some(slot) = ev.ready.get_mut(ev.ready_front) else {
             return Ok(None);
@@ -636,9 +680,8 @@ impl Events {
 
     /// Moves what is pending into ready steps (the rest of a flush under way, too).
     fn flush(&mut self) -> Result<(), DecodeError> {
-        if self.flushing.is_none() {
-            self.start_flush()?;
-        }
+        self.flush_rest()?; // a flush next_step began, maybe an early one
+        self.start_flush(false)?;
         self.flush_rest()
     }
 
@@ -651,8 +694,14 @@ impl Events {
     }
 
     /// Begins a flush of what is pending: the exact-order runs at once, the coalesced rows as
-    /// a `Flush` that `flush_some` goes on with.
-    fn start_flush(&mut self) -> Result<(), DecodeError> {
+    /// a `Flush` that `flush_some` goes on with. With `early`, when the keys new in this round
+    /// of the `early_inserts` tables hold a quarter of the rows' memory or more, only their
+    /// inserts are written and only they are forgotten: the rows of existing keys stay, so a
+    /// key updated again later in the batch is still written once (coalescing over more
+    /// events in the same memory). A new key cannot be on the subscriber yet, and those
+    /// tables have no other unique value a pending change might have to free first; a
+    /// reference that needs one fails the batch into exact order, as in a full flush.
+    fn start_flush(&mut self, early: bool) -> Result<(), DecodeError> {
         if self.exact_order {
             let before = self.ready.len();
             self.exact.close(&mut self.ready)?;
@@ -661,7 +710,13 @@ impl Events {
                 .map(|s| s.payload.len())
                 .sum::<usize>();
         } else if self.tables.iter().any(|t| !t.rows.is_empty()) {
-            self.flushing = Some(Flush::new(&self.tables));
+            let inserts_only = early && {
+                let early = self.tables.iter().filter(|t| t.early);
+                let born: usize = early.map(|t| t.rows.born_bytes()).sum();
+                let all: usize = self.tables.iter().map(|t| t.rows.pending_bytes()).sum();
+                born >= all / 4
+            };
+            self.flushing = Some(Flush::new(&self.tables, inserts_only));
         }
         Ok(())
     }
@@ -677,10 +732,14 @@ impl Events {
         let before = self.ready.len();
         while self.ready.len() == before {
             let Some(&(run, nfields)) = f.passes.get(f.pass) else {
-                self.flushing = None;
                 for t in &mut self.tables {
-                    t.rows.clear();
+                    if !f.inserts_only {
+                        t.rows.clear();
+                    } else if t.early {
+                        t.rows.forget_born();
+                    }
                 }
+                self.flushing = None;
                 break;
             };
             let mut out = StepSplitter::resume(&mut self.ready, step_bytes, f.current.take());
@@ -1598,6 +1657,8 @@ mod tests {
                 for t in names {
                     d.add_table(spec(t)).unwrap();
                 }
+                d.early_inserts(&[names[seed as usize % 2].to_string()])
+                    .unwrap();
                 let mut state = vec![BTreeMap::new(); 2];
                 let mut pos = 0;
                 while pos < s.len() {
@@ -1617,6 +1678,42 @@ mod tests {
                 assert_eq!(state, truth, "seed {seed}, exact {exact}, step by step");
             }
         }
+    }
+
+    #[test]
+    fn an_early_flush_writes_new_keys_only_and_existing_keys_stay_coalesced() {
+        let mut d = decoder(false, &["t"]);
+        d.early_inserts(&["t".to_string()]).unwrap();
+        // existing keys 1..=3 updated over and over, new keys inserted beside them
+        let mut evs = Vec::new();
+        for round in 0..3 {
+            for id in 1..=3 {
+                evs.push(upd("t", id, &format!("u{round}")));
+            }
+            evs.push(ins("t", 100 + round, "new"));
+        }
+        d.feed(&stream(&evs[..8])).unwrap();
+        let early: Vec<Step> = std::iter::from_fn(|| d.next_step().unwrap()).collect();
+        assert_eq!(summary(&early), vec![("insert", 0, vec![100, 101])]);
+        assert!(d.pending_bytes() > 0, "the updated keys stay");
+        // a key inserted early is updated later: it exists now, so that is an update
+        evs.push(upd("t", 100, "again"));
+        d.feed(&stream(&evs[8..])).unwrap();
+        d.finish().unwrap();
+        let rest: Vec<Step> = std::iter::from_fn(|| d.next_step().unwrap()).collect();
+        assert_eq!(
+            summary(&rest),
+            vec![("update", 0, vec![1, 2, 3, 100]), ("insert", 0, vec![102])]
+        );
+        let mut state = vec![BTreeMap::new()];
+        for id in 1..=3 {
+            state[0].insert(id, b"old".to_vec());
+        }
+        apply(&mut state, &early);
+        apply(&mut state, &rest);
+        assert_eq!(state[0][&1], b"u2");
+        assert_eq!(state[0][&100], b"again");
+        assert_eq!(d.pending_bytes(), 0);
     }
 
     #[test]

@@ -335,6 +335,13 @@ impl PyBatchDecoder {
         Ok(())
     }
 
+    /// The tables whose new keys may be inserted before the batch's other pending changes
+    /// (no unique constraint but their key): memory then holds the existing keys' rows for
+    /// longer, so they coalesce over more events. Replaces the previous list.
+    fn early_inserts(&mut self, names: Vec<String>) -> PyResult<()> {
+        Ok(self.inner.early_inserts(&names)?)
+    }
+
     /// Row events whose ev_id is in one of these inclusive ranges are skipped, until called
     /// again (empty: none).
     fn set_skip_events(&mut self, ranges: Vec<(i64, i64)>) {

@@ -143,6 +143,11 @@ class BatchDecoder:
         """Another spec for a table added before, keeping its place in the apply order;
         what is pending is flushed into steps first."""
 
+    def early_inserts(self, names: Sequence[str]) -> None:
+        """The tables whose new keys may be inserted before the batch's other pending
+        changes (no unique constraint but their key): memory then holds the existing keys'
+        rows for longer, so they coalesce over more events. Replaces the previous list."""
+
     def barrier(self) -> Barrier | None:
         """Where the decoder stopped; it takes no input until `resume()`."""
 

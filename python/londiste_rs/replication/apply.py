@@ -96,6 +96,7 @@ def make_decoder(
                        barrier_types=barrier_types, shape_barriers=shape_barriers)  # fmt: skip
     for p in plans:
         dec.add_table(*decoder_spec(p), blocked=p.blocked and shape_barriers)
+    dec.early_inserts([p.name for p in plans if p.early_inserts])
     if types:
         dec.set_type_map(types)
     return dec

@@ -64,11 +64,10 @@ impl KeyedRows {
         self.entries.len()
     }
 
-    /// Memory held, approximately.
+    /// Memory held, approximately. The hash table holds a bucket (an index and a control
+    /// byte) per key and spare ones, 16 bytes per key on average.
     pub fn pending_bytes(&self) -> usize {
-        self.arena.len()
-            + self.entries.len() * std::mem::size_of::<Entry>()
-            + self.index.len() * std::mem::size_of::<usize>()
+        self.arena.len() + self.entries.len() * (std::mem::size_of::<Entry>() + 16)
     }
 
     /// Index of the entry of `key`, created (with the given `born`) when the key is new.
@@ -229,7 +228,7 @@ impl KeyedRows {
     /// Memory held by keys new in this round (`born`): rows an early flush of the inserts
     /// alone would free, approximately.
     pub fn born_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<Entry>() + std::mem::size_of::<usize>();
+        let per_entry = std::mem::size_of::<Entry>() + 16;
         self.entries
             .iter()
             .filter(|e| e.born)
@@ -249,24 +248,25 @@ impl KeyedRows {
             hasher,
         } = self;
         entries.retain(|e| !e.born);
-        // (offset, length, entry, is the key) of every kept slice, moved down in arena order
-        let mut slices: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(2 * entries.len());
+        // (offset, 2 * entry + 1 for its row) of every kept slice, moved down in arena order
+        let mut slices: Vec<(usize, usize)> = Vec::with_capacity(2 * entries.len());
         for (i, e) in entries.iter().enumerate() {
-            slices.push((e.key_off, e.key_len, i, true));
+            slices.push((e.key_off, 2 * i));
             if e.row_off != NO_ROW {
-                slices.push((e.row_off, e.row_len, i, false));
+                slices.push((e.row_off, 2 * i + 1));
             }
         }
-        slices.sort_unstable_by_key(|s| s.0);
+        slices.sort_unstable();
         let mut end = 0;
-        for (off, len, i, is_key) in slices {
-            arena.copy_within(off..off + len, end);
-            let e = &mut entries[i];
-            if is_key {
-                e.key_off = end;
+        for (off, which) in slices {
+            let e = &mut entries[which / 2];
+            let (at, len) = if which % 2 == 0 {
+                (&mut e.key_off, e.key_len)
             } else {
-                e.row_off = end;
-            }
+                (&mut e.row_off, e.row_len)
+            };
+            arena.copy_within(off..off + len, end);
+            *at = end;
             end += len;
         }
         arena.truncate(end);

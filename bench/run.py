@@ -30,6 +30,7 @@ from scenarios import (
     QUICK,
     Context,
     backlog,
+    backlog_distinct,
     capture,
     compare,
     initial_copy,
@@ -41,8 +42,9 @@ from support import chart, deps, machine, report
 from support.env import BenchEnv
 from support.results import Results
 
-SCENARIOS = {"copy": initial_copy, "backlog": backlog, "capture": capture, "lag": lag,
-             "many": many_tables, "compare": compare, "takeover": takeover}  # fmt: skip
+SCENARIOS = {"copy": initial_copy, "backlog": backlog, "backlog-distinct": backlog_distinct,
+             "capture": capture, "lag": lag, "many": many_tables, "compare": compare,
+             "takeover": takeover}  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results"
 NAMES = [("ours", "londiste-rs"), ("londiste3", "londiste3"), ("logical", "native LR"),
          ("raw", "raw COPY pipe"), ("none", "no capture"), ("pgcopydb", "pgcopydb")]  # fmt: skip

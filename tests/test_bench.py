@@ -16,7 +16,8 @@ from londiste_rs.devtools.pgcluster import VERSION_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "bench" / "run.py"
-SCENARIOS = {"copy", "backlog", "memory", "capture", "lag", "many", "compare", "takeover"}
+SCENARIOS = {"copy", "backlog", "backlog-distinct", "memory", "capture", "lag", "many", "compare",
+             "takeover"}  # fmt: skip
 # Tools that may have no run, said why in results["unavailable"]: londiste-rs "not available
 # yet", pgcopydb when its (optional) Debian package could not be installed, and londiste3 in
 # the many-tables scenario, left out as too slow, and native LR in compare (it has none).

@@ -282,6 +282,28 @@ def test_copy_tables_in_parallel(provider_db, subscriber_db):
     assert [r.rows for r in e.value.results] == [1000] and list(e.value.errors) == ["missing"]
 
 
+def test_copy_threads_keep_their_connections_from_table_to_table(provider_db, subscriber_db):
+    """Many small tables: each copy thread writes all its tables through one subscriber
+    connection (a statement trigger notes the writer's backend), not one per table."""
+    subscriber_db.sql("create table writers (pid int)")
+    subscriber_db.sql(
+        "create function note_writer() returns trigger language plpgsql as"
+        " $$ begin insert into public.writers values (pg_backend_pid()); return null; end $$"
+    )
+    names = [f"s{i:02d}" for i in range(12)]
+    for t in names:
+        for db in (provider_db, subscriber_db):
+            db.sql(ACCOUNTS.format(t))
+        provider_db.sql(f"insert into {t} select g, 1, 0, '' from generate_series(1, 50) g")
+        subscriber_db.sql(f"create trigger w after insert on {t} execute function note_writer()")
+    results = copy_tables(provider_db.dsn, subscriber_db.dsn, names, parallel_copies=2)
+    assert [r.rows for r in results] == [50] * 12
+    assert subscriber_db.sql("select count(*) from writers")[0][0] == 12
+    assert subscriber_db.sql("select count(distinct pid) from writers")[0][0] <= 2
+    for t in names:
+        assert digest(subscriber_db, t) == digest(provider_db, t)
+
+
 def test_copy_tables_largest_first(provider_db, subscriber_db):
     """The biggest heaps start first (no tail of big copies after the small ones); the results
     keep the order asked. A partitioned table counts with its partitions' size."""

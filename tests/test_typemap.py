@@ -69,10 +69,10 @@ def test_user_types_replicate_across_clusters_with_different_oids(
     payloads: list[bytes] = []
     real_step = apply._apply_step
 
-    def spy(conn: Any, by_name: Any, step: Any, stats: Any) -> None:
+    def spy(conn: Any, by_name: Any, step: Any, stats: Any, staged: Any) -> None:
         if step.kind in (StepKind.UPSERT, StepKind.UPDATE, StepKind.INSERT):
             payloads.append(step.payload)
-        real_step(conn, by_name, step, stats)
+        real_step(conn, by_name, step, stats, staged)
 
     monkeypatch.setattr(apply, "_apply_step", spy)
     provider_db.sql(ROWS)

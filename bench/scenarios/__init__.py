@@ -21,6 +21,7 @@ class Sizes:
     copy_scale: int  # pgbench scale of the initial copy (100 000 accounts per unit)
     small_scale: int  # pgbench scale of the other scenarios
     backlog_txns: int  # pgbench transactions (4 row events each) queued for the drain
+    distinct_txns: int  # transactions (3 row events each, each on its own key) for the drain
     capture_txns: int  # transactions written per capture measurement
     lag_rate: float  # transactions per second under steady load
     lag_seconds: float
@@ -29,9 +30,11 @@ class Sizes:
     timeout: float  # for any one wait
 
 
-FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=250_000, capture_txns=50_000,
+FULL = Sizes(runs=3, copy_scale=10, small_scale=1, backlog_txns=250_000, distinct_txns=100_000,
+             capture_txns=50_000,
              lag_rate=100, lag_seconds=10, many_scale=1, compare_scale=10, timeout=900)  # fmt: skip
-QUICK = Sizes(runs=1, copy_scale=1, small_scale=1, backlog_txns=2_000, capture_txns=2_000,
+QUICK = Sizes(runs=1, copy_scale=1, small_scale=1, backlog_txns=2_000, distinct_txns=2_000,
+              capture_txns=2_000,
               lag_rate=50, lag_seconds=3, many_scale=0.05, compare_scale=1,
               timeout=120)  # fmt: skip
 

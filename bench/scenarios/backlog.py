@@ -8,7 +8,11 @@ process's private resident memory is sampled throughout."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
+
+import psycopg
 
 from peers.base import Tool
 from scenarios import Context
@@ -52,15 +56,30 @@ def run(ctx: Context) -> None:
     )  # fmt: skip
     for i in range(ctx.sizes.runs):
         for tool in tools:
-            ctx.attempt(KEY, tool.key, i, partial(_drain, ctx, tool, i, events))
+            write = partial(workload.mix, txns=ctx.sizes.backlog_txns, scale=ctx.sizes.small_scale)
+            measure = partial(drain, ctx, tool, i, KEY, ctx.sizes.small_scale, events, write,
+                              MEMORY_KEY)  # fmt: skip
+            ctx.attempt(KEY, tool.key, i, measure)
 
 
-def _drain(ctx: Context, tool: Tool, i: int, events: int) -> str:
+def drain(
+    ctx: Context,
+    tool: Tool,
+    i: int,
+    key: str,
+    scale: int,
+    events: int,
+    write: Callable[[psycopg.Connection[Any]], None],
+    memory_key: str | None = None,
+) -> str:
+    """One drain of the backlog `write` queues on a fresh pair at `scale`: its rate recorded
+    under `key`, the apply's peak memory under `memory_key`."""
     sizes = ctx.sizes
-    with flow.replicating(ctx.env, tool, sizes.small_scale, "backlog", sizes.timeout) as link:
+    tag = key.replace("-", "_")  # (in database names)
+    with flow.replicating(ctx.env, tool, scale, tag, sizes.timeout) as link:
         link.pause()
         with link.src.connect() as conn:
-            workload.mix(conn, sizes.backlog_txns, sizes.small_scale)
+            write(conn)
         link.settle()
         started = time.monotonic()
         link.resume()
@@ -70,9 +89,10 @@ def _drain(ctx: Context, tool: Tool, i: int, events: int) -> str:
         seconds = time.monotonic() - started
         ok, note = flow.same(link)
     metrics = {"events_per_s": events / seconds, "seconds": seconds}
-    ctx.results.add(Sample(KEY, tool.key, i, metrics, ok, note))
+    ctx.results.add(Sample(key, tool.key, i, metrics, ok, note))
     peak = memory.peak / 2**20
-    ctx.results.add(Sample(MEMORY_KEY, tool.key, i, {"peak_mib": peak}, ok and memory.samples > 0,
-                           note))  # fmt: skip
+    if memory_key is not None:
+        ctx.results.add(Sample(memory_key, tool.key, i, {"peak_mib": peak},
+                               ok and memory.samples > 0, note))  # fmt: skip
     verdict = "verified" if ok else "NOT VERIFIED"
     return f"{seconds:.2f}s = {events / seconds:,.0f} events/s, peak {peak:.1f} MiB, {verdict}"

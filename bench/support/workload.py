@@ -43,6 +43,22 @@ begin
         end if;
     end loop;
 end $$;
+-- Every row event touches its own key: transaction i updates account i, deletes account
+-- 100000 * scale + 1 - i and inserts a new history row, so no change can be coalesced away.
+create procedure bench.distinct(txns int, scale int)
+language plpgsql as $$
+begin
+    if 2 * txns > 100000 * scale then
+        raise 'bench.distinct: % transactions need scale %', txns, ceil(txns / 50000.0);
+    end if;
+    for i in 1..txns loop
+        update pgbench_accounts set abalance = abalance + i where aid = i;
+        delete from pgbench_accounts where aid = 100000 * scale + 1 - i;
+        insert into pgbench_history (tid, bid, aid, delta, mtime)
+            values (1, 1, i, i, clock_timestamp());
+        commit;
+    end loop;
+end $$;
 """
 
 EVENTS_PER_TXN = 4
@@ -87,6 +103,20 @@ def mix(conn: psycopg.Connection[Any], txns: int, scale: int, per_commit: int = 
     """Runs `txns` pgbench transactions server-side, committing every `per_commit` of them
     (conn must be in autocommit mode, so the procedure can commit)."""
     conn.execute("call bench.mix(%s, %s, %s)", [txns, per_commit, scale])
+
+
+DISTINCT_EVENTS_PER_TXN = 3
+
+
+def distinct_scale(txns: int) -> int:
+    """The pgbench scale whose accounts `distinct` needs for `txns` transactions."""
+    return max(1, -(-2 * txns // 100000))
+
+
+def distinct(conn: psycopg.Connection[Any], txns: int, scale: int) -> None:
+    """Runs `txns` transactions server-side, one commit each, whose row events (an update, a
+    delete, an insert) each touch a key no other event touches (conn in autocommit mode)."""
+    conn.execute("call bench.distinct(%s, %s)", [txns, scale])
 
 
 def last_hid(conn: psycopg.Connection[Any]) -> int:

@@ -246,7 +246,7 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         batch_collect_events=s.integer("pgq_batch_collect_events", 0),
         batch_collect_interval=s.optional_number("pgq_batch_collect_interval"),
         keep_lag=s.optional_number("pgq_keep_lag"),
-        apply_chunk_bytes=s.size("apply_chunk_bytes", 64 << 20),
+        apply_chunk_bytes=s.size("apply_chunk_bytes", 12 << 20),
         batch_work_mem=s.size("batch_work_mem", 256 << 20),
         remote_extra_connstr=s.text("remote_extra_connstr"),
         node_name=s.text("node_name") or None,

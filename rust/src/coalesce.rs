@@ -2,8 +2,9 @@
 //!
 //! Keys and rows are the length-prefixed binary fields copied from the events into one arena
 //! per table; a hash table maps a key (a slice of the arena) to its entry with no allocation per
-//! key. A newer row for a key is appended and the old bytes become garbage until the flush, so
-//! memory follows the events seen, which the caller bounds by flushing at `chunk_bytes`.
+//! key. A newer row for a key overwrites the old one when it fits (else it is appended and the
+//! old bytes become garbage until the flush), so memory follows the distinct keys seen more
+//! than the events; the caller bounds it by flushing at `chunk_bytes`.
 
 use std::hash::BuildHasher;
 
@@ -26,6 +27,18 @@ struct Entry {
     /// key of a key change): a final "deleted" needs no delete on the subscriber.
     born: bool,
     encoding: EncodingId,
+}
+
+/// Whether a flush writes the entry in a step of `kind`: a delete of a key whose final state is
+/// "deleted" (and that may exist), an update of a row that existed when the flush began, an
+/// insert of one that did not (`born`).
+fn wanted(kind: StepKind, e: &Entry) -> bool {
+    match kind {
+        StepKind::Delete => e.row_off == NO_ROW && !e.born,
+        StepKind::Update => e.row_off != NO_ROW && !e.born,
+        StepKind::Insert => e.row_off != NO_ROW && e.born,
+        _ => false,
+    }
 }
 
 /// The coalesced state of one table.
@@ -51,11 +64,10 @@ impl KeyedRows {
         self.entries.len()
     }
 
-    /// Memory held, approximately.
+    /// Memory held, approximately. The hash table holds a bucket (an index and a control
+    /// byte) per key and spare ones, 16 bytes per key on average.
     pub fn pending_bytes(&self) -> usize {
-        self.arena.len()
-            + self.entries.len() * std::mem::size_of::<Entry>()
-            + self.index.len() * std::mem::size_of::<usize>()
+        self.arena.len() + self.entries.len() * (std::mem::size_of::<Entry>() + 16)
     }
 
     /// Index of the entry of `key`, created (with the given `born`) when the key is new.
@@ -95,8 +107,17 @@ impl KeyedRows {
     /// is known not to exist before this event (insert, new key of a key change).
     pub fn upsert(&mut self, key: &[u8], row: &[u8], new_key: bool, encoding: EncodingId) {
         let i = self.entry(key, new_key, encoding);
-        let row_off = self.arena.len();
-        self.arena.extend_from_slice(row);
+        let e = self.entries[i];
+        // A key updated again (most often with a row of the same size) reuses its row's bytes,
+        // so memory follows the distinct keys rather than the events.
+        let row_off = if e.row_off != NO_ROW && e.row_len >= row.len() {
+            self.arena[e.row_off..][..row.len()].copy_from_slice(row);
+            e.row_off
+        } else {
+            let at = self.arena.len();
+            self.arena.extend_from_slice(row);
+            at
+        };
         let e = &mut self.entries[i];
         e.row_off = row_off;
         e.row_len = row.len();
@@ -112,6 +133,53 @@ impl KeyedRows {
         e.encoding = encoding;
     }
 
+    /// The encodings of the entries a pass of `kind` writes, in first-seen order (almost
+    /// always one).
+    pub fn encodings(&self, kind: StepKind) -> Vec<EncodingId> {
+        let mut encodings: Vec<EncodingId> = Vec::new();
+        for e in self.entries.iter().filter(|e| wanted(kind, e)) {
+            if !encodings.contains(&e.encoding) {
+                encodings.push(e.encoding);
+            }
+        }
+        encodings
+    }
+
+    /// One pass of a flush, resumable: the entries of `kind` and `encoding` from entry
+    /// `from` on, into `out`, until `out` has ended a step (returns the entry to go on from; the
+    /// step being written stays in `out`) or the entries end (None; the last step ended too).
+    pub fn write_some(
+        &self,
+        run: RunKey,
+        nfields: u16,
+        from: usize,
+        out: &mut StepSplitter<'_>,
+    ) -> Result<Option<usize>, EncodeError> {
+        let steps = out.steps();
+        for (i, e) in self.entries.iter().enumerate().skip(from) {
+            if e.encoding != run.encoding || !wanted(run.kind, e) {
+                continue;
+            }
+            let (off, len) = if run.kind == StepKind::Delete {
+                (e.key_off, e.key_len)
+            } else {
+                (e.row_off, e.row_len)
+            };
+            out.push(
+                run,
+                Row {
+                    nfields,
+                    fields: &self.arena[off..][..len],
+                },
+            )?;
+            if out.steps() > steps {
+                return Ok(Some(i + 1));
+            }
+        }
+        out.close()?;
+        Ok(None)
+    }
+
     /// Writes a delete of every key whose final state is "deleted" (and that may exist).
     pub fn write_deletes(
         &self,
@@ -119,9 +187,7 @@ impl KeyedRows {
         nkeys: u16,
         out: &mut StepSplitter<'_>,
     ) -> Result<(), EncodeError> {
-        let wanted = |e: &Entry| e.row_off == NO_ROW && !e.born;
-        let fields = |e: &Entry| (e.key_off, e.key_len);
-        self.write(out, StepKind::Delete, table, nkeys, wanted, fields)
+        self.write(out, StepKind::Delete, table, nkeys)
     }
 
     /// Writes every key whose final state is a row: first an update of those that existed
@@ -133,48 +199,83 @@ impl KeyedRows {
         nout: u16,
         out: &mut StepSplitter<'_>,
     ) -> Result<(), EncodeError> {
-        let fields = |e: &Entry| (e.row_off, e.row_len);
-        let updated = |e: &Entry| e.row_off != NO_ROW && !e.born;
-        self.write(out, StepKind::Update, table, nout, updated, fields)?;
-        let inserted = |e: &Entry| e.row_off != NO_ROW && e.born;
-        self.write(out, StepKind::Insert, table, nout, inserted, fields)
+        self.write(out, StepKind::Update, table, nout)?;
+        self.write(out, StepKind::Insert, table, nout)
     }
 
-    /// Entries passing `wanted`, in the order their keys were first seen, one pass per encoding
-    /// present (almost always one).
+    /// Entries of `kind`, in the order their keys were first seen, one pass per encoding.
     fn write(
         &self,
         out: &mut StepSplitter<'_>,
         kind: StepKind,
         table: usize,
         nfields: u16,
-        wanted: impl Fn(&Entry) -> bool,
-        fields: impl Fn(&Entry) -> (usize, usize),
     ) -> Result<(), EncodeError> {
-        let mut encodings: Vec<EncodingId> = Vec::new();
-        for e in self.entries.iter().filter(|e| wanted(e)) {
-            if !encodings.contains(&e.encoding) {
-                encodings.push(e.encoding);
-            }
-        }
-        for encoding in encodings {
+        for encoding in self.encodings(kind) {
             let run = RunKey {
                 kind,
                 table,
                 encoding,
             };
-            for e in self
-                .entries
-                .iter()
-                .filter(|e| e.encoding == encoding && wanted(e))
-            {
-                let (off, len) = fields(e);
-                let fields = &self.arena[off..][..len];
-                out.push(run, Row { nfields, fields })?;
+            let mut from = 0;
+            while let Some(next) = self.write_some(run, nfields, from, out)? {
+                from = next;
             }
-            out.close()?;
         }
         Ok(())
+    }
+
+    /// Memory held by keys new in this round (`born`): rows an early flush of the inserts
+    /// alone would free, approximately.
+    pub fn born_bytes(&self) -> usize {
+        let per_entry = std::mem::size_of::<Entry>() + 16;
+        self.entries
+            .iter()
+            .filter(|e| e.born)
+            .map(|e| e.key_len + if e.row_off == NO_ROW { 0 } else { e.row_len } + per_entry)
+            .sum()
+    }
+
+    /// Forgets the keys new in this round (`born`) once their inserts are written, keeping
+    /// the others (and their place in the order): a later event of a forgotten key finds it
+    /// existing, as it then does on the subscriber. The kept bytes move down in the arena, so
+    /// no second arena is needed.
+    pub fn forget_born(&mut self) {
+        let KeyedRows {
+            arena,
+            entries,
+            index,
+            hasher,
+        } = self;
+        entries.retain(|e| !e.born);
+        // (offset, 2 * entry + 1 for its row) of every kept slice, moved down in arena order
+        let mut slices: Vec<(usize, usize)> = Vec::with_capacity(2 * entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            slices.push((e.key_off, 2 * i));
+            if e.row_off != NO_ROW {
+                slices.push((e.row_off, 2 * i + 1));
+            }
+        }
+        slices.sort_unstable();
+        let mut end = 0;
+        for (off, which) in slices {
+            let e = &mut entries[which / 2];
+            let (at, len) = if which % 2 == 0 {
+                (&mut e.key_off, e.key_len)
+            } else {
+                (&mut e.row_off, e.row_len)
+            };
+            arena.copy_within(off..off + len, end);
+            *at = end;
+            end += len;
+        }
+        arena.truncate(end);
+        index.clear();
+        for i in 0..entries.len() {
+            let key = |e: &Entry| &arena[e.key_off..][..e.key_len];
+            let h = hasher.hash_one(key(&entries[i]));
+            index.insert_unique(h, i, |&j| hasher.hash_one(key(&entries[j])));
+        }
     }
 
     /// Forgets everything (keeping allocations for the next round).

@@ -24,10 +24,12 @@ use crate::pgcopy::read::{CopyReader, FeedError, Flow, StreamError, Tuple};
 use crate::pgcopy::write::EncodeError;
 use crate::record::{parse_record, Field, RecordError};
 use crate::snapshot::Snapshot;
-use crate::step::{EncodingId, Row, RunKey, Step, StepKind, StepSplitter};
+use crate::step::{EncodingId, Row, RunKey, Step, StepBuilder, StepKind, StepSplitter};
 use crate::typemap::{TypeMap, TypeMapError};
 
 const EVENT_COLUMNS: usize = 8;
+/// A coalesced flush makes steps of at most about chunk_bytes / STEP_PARTS.
+const STEP_PARTS: usize = 8;
 /// PostgreSQL's limit on columns in a table.
 const MAX_COLUMNS: usize = 1600;
 
@@ -177,6 +179,8 @@ struct Table {
     nkeys: u16,
     nout: u16,
     rows: KeyedRows,
+    /// Its new keys may be inserted before the other changes pending (`early_inserts`).
+    early: bool,
 }
 
 /// Everything but the stream reader, so the reader's callback can borrow it.
@@ -188,8 +192,13 @@ struct Events {
     type_map: TypeMap,
     encodings: Vec<Vec<u8>>,
     exact: ExactRuns,
+    /// Steps made, not handed out yet: those before `ready_front` were handed out by
+    /// `next_step` (emptied).
     ready: Vec<Step>,
+    ready_front: usize,
     ready_bytes: usize,
+    /// A flush `next_step` is making step by step, the coalesced rows kept until it ends.
+    flushing: Option<Flush>,
     other: Vec<OtherEvent>,
     stats: Stats,
     /// Event types that stop the decoder after them.
@@ -205,6 +214,55 @@ struct Events {
     key: Vec<u8>,
     old_key: Vec<u8>,
     row: Vec<u8>,
+}
+
+/// Where a flush of the coalesced rows is: its passes (a table, a kind of step, an encoding),
+/// in apply order, the pass and the entry it goes on from, and the step being written.
+/// `inserts_only`: an early flush of the keys new in this round (see `start_flush`).
+struct Flush {
+    passes: Vec<(RunKey, u16)>,
+    pass: usize,
+    entry: usize,
+    current: Option<StepBuilder>,
+    inserts_only: bool,
+}
+
+impl Flush {
+    /// Deletes of every table, children before parents; then each table's updates and
+    /// inserts, parents before children (tables are in parents-first order).
+    fn new(tables: &[Table], inserts_only: bool) -> Flush {
+        let mut passes = Vec::new();
+        let mut add = |i: usize, t: &Table, kind: StepKind, nfields: u16| {
+            for encoding in t.rows.encodings(kind) {
+                let run = RunKey {
+                    kind,
+                    table: i,
+                    encoding,
+                };
+                passes.push((run, nfields));
+            }
+        };
+        for (i, t) in tables.iter().enumerate().rev() {
+            if !inserts_only {
+                add(i, t, StepKind::Delete, t.nkeys);
+            }
+        }
+        for (i, t) in tables.iter().enumerate() {
+            if !inserts_only {
+                add(i, t, StepKind::Update, t.nout);
+            }
+            if !inserts_only || t.early {
+                add(i, t, StepKind::Insert, t.nout);
+            }
+        }
+        Flush {
+            passes,
+            pass: 0,
+            entry: 0,
+            current: None,
+            inserts_only,
+        }
+    }
 }
 
 pub struct BatchDecoder {
@@ -321,7 +379,9 @@ impl BatchDecoder {
                 encodings: Vec::new(),
                 exact: ExactRuns::new(chunk_bytes.max(1)),
                 ready: Vec::new(),
+                ready_front: 0,
                 ready_bytes: 0,
+                flushing: None,
                 other: Vec::new(),
                 stats: Stats::default(),
                 barrier_types: Vec::new(),
@@ -363,7 +423,29 @@ impl BatchDecoder {
             spec,
             walk,
             rows: KeyedRows::new(),
+            early: false,
         });
+        Ok(())
+    }
+
+    /// The tables (by name) whose new keys an early flush may insert before the other changes
+    /// pending (see `start_flush`): those with no unique constraint but their key, so that no
+    /// pending delete or update has to free a value first. The others keep everything until a
+    /// full flush. Unknown names are refused.
+    pub fn early_inserts(&mut self, names: &[String]) -> Result<(), DecodeError> {
+        let ev = &mut self.events;
+        let mut early = vec![false; ev.tables.len()];
+        for name in names {
+            let Some(&ti) = ev.by_name.get(name.as_bytes()) else {
+                return Err(DecodeError::Usage(format!(
+                    "early_inserts: table {name} was never added"
+                )));
+            };
+            early[ti] = true;
+        }
+        for (t, e) in ev.tables.iter_mut().zip(early) {
+            t.early = e;
+        }
         Ok(())
     }
 
@@ -489,6 +571,8 @@ impl BatchDecoder {
             ));
         }
         let events = &mut self.events;
+        // new events must not change the rows of a flush under way: it is finished first
+        events.flush_rest()?;
         let result = self.reader.feed_until(chunk, |t| events.on_tuple(t));
         result.map(|_| ()).map_err(|e| {
             self.failed = true;
@@ -527,11 +611,49 @@ impl BatchDecoder {
     pub fn drain(&mut self) -> Result<Vec<Step>, DecodeError> {
         let ev = &mut self.events;
         ev.flush()?;
-        let steps = std::mem::take(&mut ev.ready);
+        let steps: Vec<Step> = ev.ready.drain(ev.ready_front..).collect();
+        ev.ready.clear();
+        ev.ready_front = 0;
         ev.ready_bytes = 0;
         ev.stats.steps += steps.len() as u64;
         ev.stats.step_rows += steps.iter().map(|s| s.rows).sum::<u64>();
         Ok(steps)
+    }
+
+    /// The next step of everything decoded so far (as `drain` would give it), or None when
+    /// all are out. Coalesced rows are written into steps one at a time, so draining holds
+    /// the rows and one step, not the rows and every step. Feeding before the last step is
+    /// out is allowed (the rest of the flush is then made at once).
+    pub fn next_step(&mut self) -> Result<Option<Step>, DecodeError> {
+        let ev = &mut self.events;
+        let mut ended = false;
+        while ev.ready_front == ev.ready.len() {
+            ev.ready.clear();
+            ev.ready_front = 0;
+            if ev.flushing.is_none() {
+                // a drain ends with its flush while more input may come (an early flush
+                // leaves rows pending); after finish(), once nothing is left
+                let pending = ev.exact_order || ev.tables.iter().any(|t| !t.rows.is_empty());
+                if !pending || (ended && !self.finished) {
+                    break;
+                }
+                ev.start_flush(!self.finished)?;
+                if ev.flushing.is_none() && ev.ready.is_empty() {
+                    break;
+                }
+            }
+            ev.flush_some()?;
+            ended |= ev.flushing.is_none();
+        }
+        let Some(slot) = ev.ready.get_mut(ev.ready_front) else {
+            return Ok(None);
+        };
+        let step = std::mem::replace(slot, Step::truncate(0));
+        ev.ready_front += 1;
+        ev.ready_bytes -= step.payload.len();
+        ev.stats.steps += 1;
+        ev.stats.step_rows += step.rows;
+        Ok(Some(step))
     }
 
     /// The non-data events seen since the last call.
@@ -556,23 +678,81 @@ impl Events {
         }
     }
 
-    /// Moves what is pending into ready steps.
+    /// Moves what is pending into ready steps (the rest of a flush under way, too).
     fn flush(&mut self) -> Result<(), DecodeError> {
-        let before = self.ready.len();
+        self.flush_rest()?; // a flush next_step began, maybe an early one
+        self.start_flush(false)?;
+        self.flush_rest()
+    }
+
+    /// Ends a flush `next_step` began, if any, making its remaining steps at once.
+    fn flush_rest(&mut self) -> Result<(), DecodeError> {
+        while self.flushing.is_some() {
+            self.flush_some()?;
+        }
+        Ok(())
+    }
+
+    /// Begins a flush of what is pending: the exact-order runs at once, the coalesced rows as
+    /// a `Flush` that `flush_some` goes on with. With `early`, when the keys new in this round
+    /// of the `early_inserts` tables hold a quarter of the rows' memory or more, only their
+    /// inserts are written and only they are forgotten: the rows of existing keys stay, so a
+    /// key updated again later in the batch is still written once (coalescing over more
+    /// events in the same memory). A new key cannot be on the subscriber yet, and those
+    /// tables have no other unique value a pending change might have to free first; a
+    /// reference that needs one fails the batch into exact order, as in a full flush.
+    fn start_flush(&mut self, early: bool) -> Result<(), DecodeError> {
         if self.exact_order {
+            let before = self.ready.len();
             self.exact.close(&mut self.ready)?;
+            self.ready_bytes += self.ready[before..]
+                .iter()
+                .map(|s| s.payload.len())
+                .sum::<usize>();
         } else if self.tables.iter().any(|t| !t.rows.is_empty()) {
-            let mut out = StepSplitter::new(&mut self.ready, self.chunk_bytes);
-            // Children before parents for deletes, parents before children for upserts.
-            for (i, t) in self.tables.iter().enumerate().rev() {
-                t.rows.write_deletes(i, t.nkeys, &mut out)?;
-            }
-            for (i, t) in self.tables.iter().enumerate() {
-                t.rows.write_rows(i, t.nout, &mut out)?;
-            }
-            out.close()?;
-            for t in &mut self.tables {
-                t.rows.clear();
+            let inserts_only = early && {
+                let early = self.tables.iter().filter(|t| t.early);
+                let born: usize = early.map(|t| t.rows.born_bytes()).sum();
+                let all: usize = self.tables.iter().map(|t| t.rows.pending_bytes()).sum();
+                born >= all / 4
+            };
+            self.flushing = Some(Flush::new(&self.tables, inserts_only));
+        }
+        Ok(())
+    }
+
+    /// Writes the flush under way on until it has made a step or ended (the coalesced rows
+    /// are then forgotten).
+    fn flush_some(&mut self) -> Result<(), DecodeError> {
+        // Steps a fraction of chunk_bytes: draining holds the rows and little more.
+        let step_bytes = (self.chunk_bytes / STEP_PARTS).max(1);
+        let Some(f) = self.flushing.as_mut() else {
+            return Ok(());
+        };
+        let before = self.ready.len();
+        while self.ready.len() == before {
+            let Some(&(run, nfields)) = f.passes.get(f.pass) else {
+                for t in &mut self.tables {
+                    if !f.inserts_only {
+                        t.rows.clear();
+                    } else if t.early {
+                        t.rows.forget_born();
+                    }
+                }
+                self.flushing = None;
+                break;
+            };
+            let mut out = StepSplitter::resume(&mut self.ready, step_bytes, f.current.take());
+            let rows = &self.tables[run.table].rows;
+            match rows.write_some(run, nfields, f.entry, &mut out)? {
+                Some(next) => {
+                    f.entry = next;
+                    f.current = out.into_current();
+                }
+                None => {
+                    f.pass += 1;
+                    f.entry = 0;
+                }
             }
         }
         self.ready_bytes += self.ready[before..]
@@ -1471,7 +1651,118 @@ mod tests {
                 apply(&mut state, &d.drain().unwrap());
                 assert_eq!(state, truth, "seed {seed}, exact {exact}");
             }
+            // step by step, in steps of a row or two, fed again part-way through a flush
+            for exact in [false, true] {
+                let mut d = BatchDecoder::new(40, exact);
+                for t in names {
+                    d.add_table(spec(t)).unwrap();
+                }
+                d.early_inserts(&[names[seed as usize % 2].to_string()])
+                    .unwrap();
+                let mut state = vec![BTreeMap::new(); 2];
+                let mut pos = 0;
+                while pos < s.len() {
+                    let end = (pos + 1 + rng.below(80) as usize).min(s.len());
+                    d.feed(&s[pos..end]).unwrap();
+                    pos = end;
+                    for _ in 0..rng.below(4) {
+                        if let Some(step) = d.next_step().unwrap() {
+                            apply(&mut state, &[step]);
+                        }
+                    }
+                }
+                d.finish().unwrap();
+                while let Some(step) = d.next_step().unwrap() {
+                    apply(&mut state, &[step]);
+                }
+                assert_eq!(state, truth, "seed {seed}, exact {exact}, step by step");
+            }
         }
+    }
+
+    #[test]
+    fn an_early_flush_writes_new_keys_only_and_existing_keys_stay_coalesced() {
+        let mut d = decoder(false, &["t"]);
+        d.early_inserts(&["t".to_string()]).unwrap();
+        // existing keys 1..=3 updated over and over, new keys inserted beside them
+        let mut evs = Vec::new();
+        for round in 0..3 {
+            for id in 1..=3 {
+                evs.push(upd("t", id, &format!("u{round}")));
+            }
+            evs.push(ins("t", 100 + round, "new"));
+        }
+        d.feed(&stream(&evs[..8])).unwrap();
+        let early: Vec<Step> = std::iter::from_fn(|| d.next_step().unwrap()).collect();
+        assert_eq!(summary(&early), vec![("insert", 0, vec![100, 101])]);
+        assert!(d.pending_bytes() > 0, "the updated keys stay");
+        // a key inserted early is updated later: it exists now, so that is an update
+        evs.push(upd("t", 100, "again"));
+        d.feed(&stream(&evs[8..])).unwrap();
+        d.finish().unwrap();
+        let rest: Vec<Step> = std::iter::from_fn(|| d.next_step().unwrap()).collect();
+        assert_eq!(
+            summary(&rest),
+            vec![("update", 0, vec![1, 2, 3, 100]), ("insert", 0, vec![102])]
+        );
+        let mut state = vec![BTreeMap::new()];
+        for id in 1..=3 {
+            state[0].insert(id, b"old".to_vec());
+        }
+        apply(&mut state, &early);
+        apply(&mut state, &rest);
+        assert_eq!(state[0][&1], b"u2");
+        assert_eq!(state[0][&100], b"again");
+        assert_eq!(d.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn next_step_gives_drains_steps_one_at_a_time_each_a_part_of_chunk_bytes() {
+        let chunk = 16 << 10;
+        let evs: Vec<Ev> = (0..3000)
+            .map(|i| match i % 5 {
+                0..=2 => ins("t", i, &"x".repeat(50)),
+                3 => upd("t", i - 3, "y"),
+                _ => del("u", i),
+            })
+            .collect();
+        let s = stream(&evs);
+        let mut whole = BatchDecoder::new(chunk, false);
+        let mut parts = BatchDecoder::new(chunk, false);
+        for d in [&mut whole, &mut parts] {
+            d.add_table(spec("t")).unwrap();
+            d.add_table(spec("u")).unwrap();
+            d.feed(&s).unwrap();
+            d.finish().unwrap();
+        }
+        let all = whole.drain().unwrap();
+        let pending = parts.pending_bytes();
+        let mut one_by_one = Vec::new();
+        while let Some(step) = parts.next_step().unwrap() {
+            assert!(step.payload.len() < chunk / STEP_PARTS + 100);
+            // the rows stay until the flush ends; what is made besides is one step
+            assert!(
+                parts.pending_bytes() <= pending + 100,
+                "{}",
+                parts.pending_bytes()
+            );
+            one_by_one.push(step);
+        }
+        assert!(one_by_one.len() > 10, "{}", one_by_one.len());
+        assert_eq!(one_by_one, all);
+        // a step cut for its size is followed by the rest of its rows, of other keys
+        let cut: Vec<_> = all.windows(2).filter(|w| w[0].more).collect();
+        assert!(cut.len() > 5, "{}", cut.len());
+        for w in cut {
+            assert_eq!((w[0].kind, w[0].table), (w[1].kind, w[1].table));
+            assert!(ids(&w[0].payload)
+                .iter()
+                .all(|k| !ids(&w[1].payload).contains(k)));
+        }
+        assert!(!all.last().unwrap().more);
+        assert_eq!(parts.pending_bytes(), 0);
+        assert_eq!(parts.stats().steps, whole.stats().steps);
+        assert!(parts.drain().unwrap().is_empty());
     }
 
     #[test]

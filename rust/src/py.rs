@@ -119,6 +119,10 @@ struct PyStep {
     /// None, or the client encoding the payload's text is in.
     #[pyo3(get)]
     encoding: Option<String>,
+    /// The next step goes on with these rows (same kind, table and encoding, other keys): it
+    /// was cut for its size only, and may be staged with the next before one merge.
+    #[pyo3(get)]
+    more: bool,
 }
 
 #[pymethods]
@@ -132,6 +136,25 @@ impl PyStep {
             self.payload.bind(py).as_bytes().len(),
             self.encoding
         ))
+    }
+}
+
+/// A decoder's step for Python (its payload copied into a bytes object; the step is freed).
+fn py_step(
+    py: Python<'_>,
+    kinds: &StepKinds,
+    dec: &decoder::BatchDecoder,
+    s: crate::step::Step,
+) -> PyStep {
+    PyStep {
+        kind: kinds.member(py, s.kind),
+        table: dec.table_name(s.table).to_owned(),
+        payload: PyBytes::new(py, &s.payload).unbind(),
+        rows: s.rows,
+        encoding: dec
+            .encoding_name(s.encoding)
+            .map(|e| String::from_utf8_lossy(e).into_owned()),
+        more: s.more,
     }
 }
 
@@ -312,6 +335,13 @@ impl PyBatchDecoder {
         Ok(())
     }
 
+    /// The tables whose new keys may be inserted before the batch's other pending changes
+    /// (no unique constraint but their key): memory then holds the existing keys' rows for
+    /// longer, so they coalesce over more events. Replaces the previous list.
+    fn early_inserts(&mut self, names: Vec<String>) -> PyResult<()> {
+        Ok(self.inner.early_inserts(&names)?)
+    }
+
     /// Row events whose ev_id is in one of these inclusive ranges are skipped, until called
     /// again (empty: none).
     fn set_skip_events(&mut self, ranges: Vec<(i64, i64)>) {
@@ -366,18 +396,20 @@ impl PyBatchDecoder {
         let inner = &mut self.inner;
         let steps = run_detached(py, inner.pending_bytes(), || inner.drain())?;
         let kinds = step_kinds(py)?;
+        // each step's bytes are freed here once copied to Python: not all held twice
         Ok(steps
-            .iter()
-            .map(|s| PyStep {
-                kind: kinds.member(py, s.kind),
-                table: inner.table_name(s.table).to_owned(),
-                payload: PyBytes::new(py, &s.payload).unbind(),
-                rows: s.rows,
-                encoding: inner
-                    .encoding_name(s.encoding)
-                    .map(|e| String::from_utf8_lossy(e).into_owned()),
-            })
+            .into_iter()
+            .map(|s| py_step(py, kinds, &self.inner, s))
             .collect())
+    }
+
+    /// The next of the steps `drain()` would give, or None: made one at a time, so that
+    /// applying them holds the coalesced rows and one step, not every step.
+    fn next_step(&mut self, py: Python<'_>) -> PyResult<Option<PyStep>> {
+        let inner = &mut self.inner;
+        let step = run_detached(py, inner.pending_bytes(), || inner.next_step())?;
+        let kinds = step_kinds(py)?;
+        Ok(step.map(|s| py_step(py, kinds, &self.inner, s)))
     }
 
     /// Non-data events seen since the last call: `(ev_id, ev_type, extra1, data)`.

@@ -76,6 +76,10 @@ pub struct Step {
     pub payload: Vec<u8>,
     pub rows: u64,
     pub encoding: EncodingId,
+    /// The next step goes on with this one's rows (same kind, table and encoding, keys
+    /// distinct from these): a step cut only for its size, which the apply may stage together
+    /// with the next before merging them with one statement.
+    pub more: bool,
 }
 
 impl Step {
@@ -86,6 +90,7 @@ impl Step {
             payload: Vec::new(),
             rows: 0,
             encoding: 0,
+            more: false,
         }
     }
 }
@@ -133,6 +138,7 @@ impl StepBuilder {
             payload: self.writer.finish()?,
             rows,
             encoding: self.run.encoding,
+            more: false,
         })
     }
 }
@@ -153,13 +159,40 @@ impl<'a> StepSplitter<'a> {
         }
     }
 
+    /// Goes on with a step `into_current` left unfinished.
+    pub fn resume(
+        out: &'a mut Vec<Step>,
+        chunk_bytes: usize,
+        current: Option<StepBuilder>,
+    ) -> Self {
+        StepSplitter {
+            out,
+            chunk_bytes,
+            current,
+        }
+    }
+
+    /// Steps ended so far (in `out`).
+    pub fn steps(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The step being written, unfinished (for `resume`).
+    pub fn into_current(self) -> Option<StepBuilder> {
+        self.current
+    }
+
     pub fn push(&mut self, run: RunKey, row: Row<'_>) -> Result<(), EncodeError> {
-        let fits = self
-            .current
-            .as_ref()
-            .is_some_and(|b| b.matches(run) && b.bytes() < self.chunk_bytes);
-        if !fits {
-            self.close()?;
+        match &self.current {
+            Some(b) if b.matches(run) && b.bytes() < self.chunk_bytes => {}
+            Some(b) if b.matches(run) => {
+                // cut for its size: the rows go on in the next step
+                let b = self.current.take().expect("matched");
+                let mut step = b.finish()?;
+                step.more = true;
+                self.out.push(step);
+            }
+            _ => self.close()?,
         }
         self.current
             .get_or_insert_with(|| StepBuilder::new(run, row.nfields))

@@ -29,7 +29,7 @@ def test_a_minimal_job_file_and_its_defaults(tmp_path, monkeypatch):
     )
     assert cfg.logfile is None and cfg.pidfile is None and cfg.node_name is None
     assert (cfg.loop_delay, cfg.parallel_copies, cfg.lock_timeout) == (1.0, 1, 10.0)
-    assert cfg.apply_chunk_bytes == 64 << 20 and cfg.batch_collect_interval is None
+    assert cfg.apply_chunk_bytes == 12 << 20 and cfg.batch_collect_interval is None
 
 
 def test_londiste_section_old_key_names_interpolation_and_units(tmp_path, monkeypatch):

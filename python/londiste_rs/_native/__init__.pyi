@@ -56,6 +56,10 @@ class Step:
     @property
     def encoding(self) -> str | None:
         """None, or the client encoding the payload's text is in."""
+    @property
+    def more(self) -> bool:
+        """The next step goes on with these rows (same kind, table and encoding, other
+        keys): cut for its size only, it may be staged with the next before one merge."""
 
 @final
 class Barrier:
@@ -139,6 +143,11 @@ class BatchDecoder:
         """Another spec for a table added before, keeping its place in the apply order;
         what is pending is flushed into steps first."""
 
+    def early_inserts(self, names: Sequence[str]) -> None:
+        """The tables whose new keys may be inserted before the batch's other pending
+        changes (no unique constraint but their key): memory then holds the existing keys'
+        rows for longer, so they coalesce over more events. Replaces the previous list."""
+
     def barrier(self) -> Barrier | None:
         """Where the decoder stopped; it takes no input until `resume()`."""
 
@@ -164,6 +173,10 @@ class BatchDecoder:
 
     def drain(self) -> list[Step]:
         """Steps for everything fed so far, in apply order."""
+
+    def next_step(self) -> Step | None:
+        """The next of the steps drain() would give, or None; made one at a time (each at most
+        about chunk_bytes / 4), so applying them holds the coalesced rows and one step."""
 
     def other_events(self) -> list[tuple[int, str, str | None, bytes | None]]:
         """Non-data events (ev_id, ev_type, ev_extra1, ev_data) since the last call."""

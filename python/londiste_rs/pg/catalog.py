@@ -208,6 +208,17 @@ def type_map(
     return result
 
 
+def unique_only_by_key(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether the table's primary key is its only unique index or exclusion constraint
+    (then a row with a new key conflicts with no other row)."""
+    row = conn.execute(
+        "select not exists (select from pg_index i where i.indrelid = %s::regclass"
+        " and (i.indisunique or i.indisexclusion) and not i.indisprimary)",
+        [table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def parents_first(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
     """`tables` sorted so that a table referenced by a foreign key comes before the tables
     referencing it (a cycle keeps the given order for its members)."""

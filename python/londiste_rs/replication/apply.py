@@ -96,6 +96,7 @@ def make_decoder(
                        barrier_types=barrier_types, shape_barriers=shape_barriers)  # fmt: skip
     for p in plans:
         dec.add_table(*decoder_spec(p), blocked=p.blocked and shape_barriers)
+    dec.early_inserts([p.name for p in plans if p.early_inserts])
     if types:
         dec.set_type_map(types)
     return dec
@@ -131,13 +132,24 @@ class Barriers(Protocol):
     ) -> None: ...
 
 
+@dataclass
+class _Staged:
+    """Rows of a merge step staged but not merged yet: the steps of one pass cut for their
+    size (`Step.more`) are staged one after the other and merged by one statement, so small
+    steps (memory) cost no more statements (each may scan the table)."""
+
+    open: bool = False
+    rows: int = 0
+
+
 def _apply_step(
     conn: psycopg.Connection[Any],
     by_name: dict[str, TablePlan],
     step: Step,
     stats: ApplyStats,
+    staged: _Staged,
 ) -> None:
-    kind, payload, rows, encoding = step.kind, step.payload, step.rows, step.encoding
+    kind, payload, encoding = step.kind, step.payload, step.encoding
     p = by_name[step.table]
     stats.steps += 1
     if kind == StepKind.TRUNCATE:  # (_apply_stream truncates; kept for a caller passing them here)
@@ -154,11 +166,17 @@ def _apply_step(
             cp.write(payload)
     else:
         stage = p.delete_stage if kind == StepKind.DELETE else p.upsert_stage
-        conn.execute(sql.SQL("truncate {}").format(stage))
+        if not staged.open:  # else this goes on with the rows staged before
+            conn.execute(sql.SQL("truncate {}").format(stage))
         with conn.cursor().copy(sql.SQL("copy {} from stdin (format binary)").format(stage)) as cp:
             cp.write(payload)
     if encoding:
         conn.execute("select set_config('client_encoding', 'UTF8', true)")
+    rows = step.rows + staged.rows
+    if kind != StepKind.INSERT and step.more:
+        staged.open, staged.rows = True, rows
+        return
+    staged.open, staged.rows = False, 0
     if kind == StepKind.DELETE:
         assert p.delete_sql is not None
         conn.execute(p.delete_sql)
@@ -247,10 +265,12 @@ def _apply_stream(
         barriers.reset()
         dec = make_decoder(plans, chunk_bytes, exact_order, types, barriers.barrier_types, True)
     truncates: list[TablePlan] = []  # back-to-back truncate steps, not run yet
+    staged = _Staged()
 
     def apply_drained(last: bool = False) -> None:
         t = time.monotonic()
-        for step in dec.drain():
+        # one step at a time: memory holds the coalesced rows and one step, not every step
+        while (step := dec.next_step()) is not None:
             if step.kind == StepKind.TRUNCATE:
                 plan = by_name[step.table]
                 if all(p is not plan for p in truncates):
@@ -260,7 +280,8 @@ def _apply_stream(
             if truncates:
                 _truncate(conn, truncates, stats)
                 truncates.clear()
-            _apply_step(conn, by_name, step, stats)
+            _apply_step(conn, by_name, step, stats, staged)
+        assert not staged.open, "a step cut for its size came last"
         if last and truncates:
             _truncate(conn, truncates, stats)
             truncates.clear()

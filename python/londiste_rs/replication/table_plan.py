@@ -13,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from londiste_rs.errors import LondisteError, TableError
-from londiste_rs.pg.catalog import TableLayout
-from londiste_rs.pg.names import name_of
+from londiste_rs.pg.catalog import TableLayout, unique_only_by_key
+from londiste_rs.pg.names import name_of, quoted_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class TablePlan:
     update_sql: sql.Composed | None = None
     missing_sql: sql.Composed | None = None
     insert_copy: sql.Composed | None = None
+    # the local table has no unique index but its key: the decoder may insert new keys
+    # early (BatchDecoder.early_inserts)
+    early_inserts: bool = False
 
 
 # -- catalog ---------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ def prepare_plan(conn: psycopg.Connection[Any], p: TablePlan, slot: int) -> None
     p.insert_copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         p.target, _idents(p.out_names)
     )
+    p.early_inserts = unique_only_by_key(conn, quoted_name(name_of(p.dest)))
     p.delete_sql = sql.SQL("delete from {t} using {s} where {cond}").format(
         t=p.target, s=p.delete_stage, cond=_key_match(p, p.delete_stage)
     )

@@ -103,6 +103,28 @@ class CopyFailed(TableError):
 # -- one table -----------------------------------------------------------------------------
 
 
+class Sessions:
+    """Connections one copy thread keeps from one table to the next (`copy_tables`): the
+    provider's snapshot connection, the subscriber's autocommit one and the first range's
+    writer. Connecting costs a server process each, which shows over many small tables. A
+    table whose copy fails closes the ones it used."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, Conn] = {}
+
+    def take(self, role: str, make: Callable[[], Conn]) -> Conn:
+        conn = self.idle.pop(role, None)
+        return conn if conn is not None and not conn.closed else make()
+
+    def keep(self, role: str, conn: Conn) -> None:
+        self.idle[role] = conn
+
+    def close(self) -> None:
+        for conn in self.idle.values():
+            conn.close()
+        self.idle.clear()
+
+
 class _Range:
     """One reader/writer pair; its byte and row counts, set when it finished, are read by the
     monitor."""
@@ -155,6 +177,7 @@ def copy_table(
     progress_interval: float = PROGRESS_INTERVAL,
     into: Conn | None = None,
     at_snapshot: Callable[[Conn, TableName], Any] | None = None,
+    sessions: Sessions | None = None,
 ) -> CopyResult:
     """Copies the provider's `table` into the subscriber's `dest` (default: the same name).
 
@@ -169,16 +192,24 @@ def copy_table(
 
     `into`: a subscriber connection whose open transaction receives the copy (one range, not
     committed), so the caller can commit the rows together with the table's new state and
-    snapshot (ANALYZE is then the caller's). `dst_dsn` is then used only to watch progress."""
+    snapshot (ANALYZE is then the caller's). `dst_dsn` is then used only to watch progress.
+
+    `sessions`: connections to take and, when the copy succeeds, to keep for the next table."""
     if into is not None and defer_indexes:
         raise ValueError("copy_table(into=...) cannot defer indexes in the caller's transaction")
     started = time.monotonic()
     cleanup: list[Conn] = []
+    used: dict[str, Conn] = {}  # what goes back to `sessions`
+
+    def session(role: str, make: Callable[[], Conn]) -> Conn:
+        conn = sessions.take(role, make) if sessions is not None else make()
+        cleanup.append(conn)
+        used[role] = conn
+        return conn
+
     try:
-        coord = connect(src_dsn, what="provider")
-        cleanup.append(coord)
-        admin = connect(dst_dsn, what="subscriber", autocommit=True)
-        cleanup.append(admin)
+        coord = session("provider", lambda: connect(src_dsn, what="provider"))
+        admin = session("subscriber", lambda: connect(dst_dsn, what="subscriber", autocommit=True))
         meta = into or admin
         source = pgnames.resolve_one(coord, table, where="the provider")
         target = pgnames.resolve_one(
@@ -196,17 +227,23 @@ def copy_table(
         if into is not None:
             into.execute("select set_config('client_encoding', %s, true)", [encoding])
 
-        def writer() -> Conn:
+        def writer(i: int) -> Conn:
             if into is not None:
                 return into
-            conn = connect(dst_dsn, what="subscriber", client_encoding=encoding)
+
+            def make() -> Conn:
+                return connect(dst_dsn, what="subscriber", client_encoding=encoding)
+
+            if i == 0:  # (the provider's encoding: the same for every table of a round)
+                return session(f"writer {encoding}", make)
+            conn = make()
             cleanup.append(conn)
             return conn
 
         ranges: list[_Range] = []
         for i, where in enumerate(plan.wheres):
             reader = coord if i == 0 else import_snapshot(src_dsn, plan, encoding, cleanup)
-            ranges.append(_Range(reader, writer(), plan.copy_out(where), plan.copy_in()))
+            ranges.append(_Range(reader, writer(i), plan.copy_out(where), plan.copy_in()))
             ranges[-1].commit = into is None
 
         deferred = []
@@ -242,6 +279,10 @@ def copy_table(
             "copied %s into %s: %d rows, %d bytes, %.2fs, %d range(s), snapshot %s",
             source, target, rows, nbytes, elapsed, len(ranges), plan.snapshot,
         )  # fmt: skip
+        if sessions is not None:
+            for role, conn in used.items():
+                cleanup.remove(conn)
+                sessions.keep(role, conn)
         return result
     except psycopg.errors.FeatureNotSupported as e:
         if "foreign key" not in str(e):
@@ -358,10 +399,21 @@ def copy_tables(
     errors: dict[str, str] = {}
     not_ready: set[str] = set()
     lock = threading.Lock()
+    mine = threading.local()  # each thread's Sessions
+    every: list[Sessions] = []
+
+    def sessions() -> Sessions:
+        if not hasattr(mine, "sessions"):
+            mine.sessions = Sessions()
+            with lock:
+                every.append(mine.sessions)
+        s: Sessions = mine.sessions
+        return s
 
     def one(i: int, src: str | TableName, dst: str | TableName | None) -> None:
         try:
-            res = copy_table(src_dsn, dst_dsn, src, dest=dst, jobs=jobs, **options)
+            res = copy_table(src_dsn, dst_dsn, src, dest=dst, jobs=jobs, sessions=sessions(),
+                             **options)  # fmt: skip
             if finish is not None:
                 finish(res)
         except LondisteError as e:
@@ -374,9 +426,13 @@ def copy_tables(
             results[i] = res
 
     order = largest_first(src_dsn, [s for s, _ in pairs])
-    with ThreadPoolExecutor(max_workers=max(1, parallel_copies)) as pool:
-        for f in [pool.submit(one, i, *pairs[i]) for i in order]:
-            f.result()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel_copies)) as pool:
+            for f in [pool.submit(one, i, *pairs[i]) for i in order]:
+                f.result()
+    finally:
+        for s in every:
+            s.close()
     ordered = [results[i] for i in sorted(results)]
     if errors:
         first = next(iter(errors.items()))

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 
-from londiste_rs.pg.ddl import Deferred
+from londiste_rs.pg.deferred import Deferred
 from londiste_rs.pg.snapshot import Snapshot
 
 Conn = psycopg.Connection[Any]

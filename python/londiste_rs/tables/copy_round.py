@@ -38,9 +38,9 @@ from psycopg import sql
 
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import LondisteError, TableError
-from londiste_rs.pg import ddl
+from londiste_rs.pg import deferred
 from londiste_rs.pg.db import connect, first_line
-from londiste_rs.pg.ddl import Deferred
+from londiste_rs.pg.deferred import Deferred
 from londiste_rs.pg.names import name_of
 from londiste_rs.pg.snapshot import Snapshot
 from londiste_rs.progress import Progress, ProgressCallback, ProgressPrinter
@@ -205,7 +205,7 @@ def _defer(
             with local.transaction():  # dropped and recorded at once: a crash loses neither
                 # also the keys, into a table the copy empties: built once after the data
                 # instead of maintained row by row (a key the rows break fails the table then)
-                items = ddl.defer_secondary(
+                items = deferred.defer_secondary(
                     local, name_of(states[t].dest_table or t), keys=not states[t].skip_truncate
                 )
                 if items:
@@ -227,10 +227,10 @@ def _restore(
     `dropped_ddl`, so their resync tries it again."""
     items = [(t, i) for t, i in store_tables.dropped(conn, queue, tables) if i.kind in kinds]
     errors: dict[str, str] = {}
-    for table, item in sorted(items, key=lambda ti: ddl.RESTORE_ORDER[ti[1].kind]):
+    for table, item in sorted(items, key=lambda ti: deferred.RESTORE_ORDER[ti[1].kind]):
         try:
             with conn.transaction():  # restored and forgotten at once: a crash repeats neither
-                ddl.restore_secondary(conn, [item])
+                deferred.restore_secondary(conn, [item])
                 store_tables.forget_dropped(conn, queue, table, [item])
         except LondisteError as e:
             errors.setdefault(

@@ -39,9 +39,10 @@ import psycopg
 from psycopg import pq, sql
 
 from londiste_rs.errors import LondisteError, TableError
-from londiste_rs.pg import ddl, libpq
+from londiste_rs.pg import libpq
 from londiste_rs.pg import names as pgnames
 from londiste_rs.pg.db import connect, first_line
+from londiste_rs.pg.deferred import defer_secondary, restore_secondary
 from londiste_rs.pg.names import TableName
 from londiste_rs.pg.snapshot import Snapshot
 from londiste_rs.progress import Progress, ProgressCallback
@@ -248,19 +249,19 @@ def copy_table(
 
         deferred = []
         if defer_indexes:
-            deferred = ddl.defer_secondary(admin, target, keys=not skip_truncate)
+            deferred = defer_secondary(admin, target, keys=not skip_truncate)
         try:
             _load(admin, target, dst_partitioned, ranges, skip_truncate, progress,
                   progress_interval, str(source), plan.total, started)  # fmt: skip
         except BaseException:
             if deferred:
                 try:
-                    ddl.restore_secondary(admin, deferred)
+                    restore_secondary(admin, deferred)
                 except LondisteError as e:
                     log.error("%s: after the failed copy: %s", target, e)
             raise
         if deferred:
-            ddl.restore_secondary(admin, deferred)
+            restore_secondary(admin, deferred)
         coord.commit()
         if analyze and into is None:  # the caller's rows are not committed yet
             try:

@@ -91,6 +91,48 @@ def test_transaction_open_across_many_ticks_lands_once(provider_db):
     assert [bytes(r[6]) for r in events] == [b"long"]
 
 
+def test_a_range_of_ticks_reads_what_its_batches_read(provider_db):
+    # What a lagging worker reads in one scan (range_event_sql from the first batch's start
+    # tick to the last one's end) is every event of the batches between, each once, in ev_id
+    # order, with a transaction open across the ticks and one rolled back.
+    conn = open_queue(provider_db, consumers=("one", "range"))
+    long = writer(provider_db)
+    emit(long, "long1")
+    ticks = [tick(conn)]
+    for i in range(4):
+        w = writer(provider_db)
+        emit(w, f"w{i}")
+        if i == 2:
+            w.rollback()
+        else:
+            w.commit()
+        for _ in range(120):  # the open txid falls far below the next ranges (listed)
+            conn.execute("select pg_current_xact_id()")
+        ticks.append(tick(conn))
+        if i == 1:
+            emit(long, "long2")
+    long.commit()
+    ticks.append(tick(conn))
+    one_by_one: list[str] = []
+    while (data := take(conn, "one")) is not None:
+        one_by_one += data
+    assert sorted(one_by_one) == ["long1", "long2", "w0", "w1", "w3"]
+    first = queue.next_batch(conn, Q, "range")
+    assert first is not None
+    start = first.prev_tick_id
+    queue.finish_batch(conn, first.batch_id)
+    end = start
+    while (b := queue.next_batch(conn, Q, "range")) is not None:
+        end = b.tick_id
+        queue.finish_batch(conn, b.batch_id)
+    text = queue.range_event_sql(conn, Q, "range", start, end)
+    rows = conn.execute(text).fetchall()
+    assert sorted(bytes(r[6]).decode() for r in rows) == sorted(one_by_one)
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    with pytest.raises(UsageError, match="does not come before"):
+        queue.range_event_sql(conn, Q, "range", end, start)
+
+
 def rotate(conn: Any) -> None:
     """What the ticker's maintenance does: every listed call, repeated while positive."""
     for func, arg in conn.execute("select * from londiste_rs.maint_operations()").fetchall():

@@ -16,7 +16,7 @@ from support.env import Db
 QUEUE = "bench"
 # londiste3 gets latency knobs below its defaults: a 1 s tick when events wait or the queue is
 # idle (pgq's defaults are 3 s and 60 s), and the worker polls every 0.2 s when it has nothing to
-# do. londiste-rs keeps its default ticker_max_lag (20 ms, ticked within ticker_period, 1 s);
+# do. londiste-rs keeps its default ticker_max_lag (20 ms, ticked within ticker_period, 20 ms);
 # both get the 1 s idle tick, by which wait_ready sees a worker apply a batch.
 QUEUE_CONFIG = {"ticker_max_lag": "1 second", "ticker_idle_period": "1 second"}
 LOOP_DELAY = "0.2"

@@ -38,7 +38,7 @@ def run(ctx: Context) -> None:
         f"Latency from the writer's COMMIT returning to the row being visible on the subscriber "
         f"(polled every {PROBE_INTERVAL * 1000:g} ms). londiste3 ticks at least every second when "
         "events wait (`ticker_max_lag` 1 s, below pgq's 3 s) and its worker polls every 0.2 s; "
-        "londiste-rs runs with its defaults (the ticker looks every `ticker_period` 1 s, ticks a "
+        "londiste-rs runs with its defaults (the ticker looks every `ticker_period` 20 ms, ticks a "
         "queue whose events wait `ticker_max_lag` 20 ms, and the tick wakes the worker).",
     )  # fmt: skip
     for i in range(sizes.runs):

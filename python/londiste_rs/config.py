@@ -274,7 +274,7 @@ def load_ticker_config(path: str | os.PathLike[str]) -> TickerConfig:
         database_list=s.names("database_list"),
         logfile=s.path_or_none("logfile"),
         pidfile=s.path_or_none("pidfile"),
-        ticker_period=s.number("ticker_period", 1.0),  # pgqd's; README: the cost of 0.02
+        ticker_period=s.number("ticker_period", 0.02),  # README: what it costs
         maint_period=s.number("maint_period", 120.0),
         retry_period=s.number("retry_period", 30.0),
         check_period=s.number("check_period", 60.0),

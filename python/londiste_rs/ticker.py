@@ -1,10 +1,10 @@
 """The ticker (pgqd's job): ticks, maintenance and retry for every database that has our schema.
 
 One loop, one autocommit connection per database. Per database, every
-- `ticker_period` (1 s, as pgqd; 0.02 s for lag in tens of ms): `londiste_rs.ticker()` (the
-  SQL decides whether each queue needs a tick, never makes two ticks for one snapshot, and
-  writes nothing when no queue needs one, so asking often is cheap: with 0.02 s, events wait
-  tens of milliseconds, not seconds, issue 14; the README says what fast ticks cost a backlog);
+- `ticker_period` (0.02 s; pgqd's is 1 s): `londiste_rs.ticker()` (the SQL decides whether each
+  queue needs a tick, never makes two ticks for one snapshot, and writes nothing when no queue
+  needs one, so asking often is cheap: events wait tens of milliseconds, not seconds, issue 14;
+  a lagging worker reads many ticks in one scan, replication/batches.py);
 - `maint_period`: each `func_name(func_arg)` that `londiste_rs.maint_operations()` lists, called
   again while it returns a positive count (`vacuum` means VACUUM of the named table);
 - `retry_period`: `londiste_rs.maint_retry_events()`, again while it returns a positive count;

@@ -7,7 +7,10 @@
 
 When the provider has more ticks ready (the worker lags), several consecutive batches are
 taken in one provider transaction (each finished in it, nothing committed there until the
-local commit) and read as one stream. A branch takes one batch at a time, because it
+local commit) and read as one stream: one scan of the events from the first batch's start tick
+to the last batch's end tick (range_event_sql), not one per batch: with ticks every 20 ms a
+backlog is hundreds of batches, and on an event table autovacuum has not analyzed yet each
+scan may read the whole table. A branch takes one batch at a time, because it
 re-queues each batch's events under the provider's tick ids for its own subscribers.
 """
 
@@ -43,10 +46,12 @@ class LostPosition(PermanentError):
 
 @dataclass(frozen=True)
 class Taken:
-    """Consecutive batches taken in the provider's open transaction, with each one's SQL."""
+    """Consecutive batches taken in the provider's open transaction, and the SELECT of all
+    their events (ordered by ev_id, as one batch from the first start tick to the last end
+    tick would be)."""
 
     batches: list[Batch]
-    queries: list[str]
+    query: str
 
     @property
     def first(self) -> Batch:
@@ -57,14 +62,10 @@ class Taken:
         return self.batches[-1]
 
     def stream_query(self) -> sql.Composed:
-        """One binary COPY of every batch's events, in batch order (the provider session
-        must not use parallel append, which would mix the branches of the UNION ALL)."""
-        return sql.SQL("copy ({}) to stdout (format binary)").format(
-            sql.SQL(" union all ").join(
-                sql.SQL("(select " + EVENT_COLUMNS + " from ({}) e)").format(sql.SQL(q))
-                for q in self.queries
-            )
-        )
+        """The binary COPY of the events, in the decoder's column order."""
+        return sql.SQL(
+            "copy (select " + EVENT_COLUMNS + " from ({}) e) to stdout (format binary)"
+        ).format(sql.SQL(self.query))
 
 
 def _interval(seconds: float | None) -> str | None:
@@ -79,7 +80,6 @@ def take(cfg: JobConfig, prov: Conn, last_tick: int | None, combine: bool) -> Ta
     # as with the default 4MB (a third of the read time at 300k events)
     prov.execute("select set_config('work_mem', %s, true)", [f"{cfg.batch_work_mem >> 10}kB"])
     batches: list[Batch] = []
-    queries: list[str] = []
     events = 0
     while True:
         b = store_queue.next_batch(
@@ -105,10 +105,13 @@ def take(cfg: JobConfig, prov: Conn, last_tick: int | None, combine: bool) -> Ta
                 f"tick {expected}; re-create the node or re-register it at tick {expected}"
             )
         batches.append(b)
-        # the batch's SQL is built from its ticks, so before finishing it
-        queries.append(store_queue.batch_event_sql(prov, b.batch_id))
         events += max(0, b.tick_event_seq - b.prev_tick_event_seq)
         store_queue.finish_batch(prov, b.batch_id)
         if not combine or len(batches) >= MAX_TICKS_PER_APPLY or events >= MAX_EVENTS_PER_APPLY:
             break
-    return Taken(batches, queries) if batches else None
+    if not batches:
+        return None
+    query = store_queue.range_event_sql(
+        prov, cfg.queue_name, cfg.consumer_name, batches[0].prev_tick_id, batches[-1].tick_id
+    )
+    return Taken(batches, query)

@@ -311,7 +311,7 @@ class Worker:
                 for table, snap in resolved.items():
                     store_tables.set_skip_snapshot(local, self.queue, table, snap)
                 if is_branch:
-                    branch.requeue(local, prov, self.queue, taken.queries[0])
+                    branch.requeue(local, prov, self.queue, taken.query)
                 store_node.set_completed(
                     local, self.queue, taken.last.tick_id, taken.last.tick_time
                 )

@@ -186,6 +186,13 @@ def batch_event_sql(conn: Conn, batch_id: int) -> str:
     return str(_one(conn, "select londiste_rs.batch_event_sql(%s)", [batch_id]))
 
 
+def range_event_sql(conn: Conn, queue: str, consumer: str, prev_tick: int, cur_tick: int) -> str:
+    """The SELECT of the consumer's events from tick `prev_tick` to the later `cur_tick`
+    (several consecutive batches read as one), to run as COPY (...) TO STDOUT."""
+    query = "select londiste_rs.range_event_sql(%s, %s, %s, %s)"
+    return str(_one(conn, query, [queue, consumer, prev_tick, cur_tick]))
+
+
 def finish_batch(conn: Conn, batch_id: int) -> bool:
     """Closes the batch; False when it was not open."""
     return bool(_one(conn, "select londiste_rs.finish_batch(%s)", [batch_id]))
@@ -230,6 +237,7 @@ __all__ = [
     "insert_event",
     "next_batch",
     "raise_if_missing",
+    "range_event_sql",
     "register_consumer",
     "set_queue_config",
     "ticker",

@@ -128,11 +128,7 @@ def branch_takeover(
         for name, why in sorted(failed.items()):
             if name != run.old_name:
                 report.notes.append(f"member {name} not reached ({why})")
-    with run.new.transaction():
-        store_takeover.record(run.new, queue, "done", "done", time.time())
-    report.timeline.append(("done", time.time()))
-    report.complete = True
-    return report
+    return run.finish()
 
 
 def _provider_of(

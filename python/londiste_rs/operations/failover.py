@@ -84,11 +84,7 @@ def failover(run: Run, *, all_subscribers: bool, dry_run: bool, timeout: float) 
         for name, why in sorted(failed_members.items()):
             if name != run.old_name:
                 report.notes.append(f"member {name} not reached ({why}): not changed")
-    with run.new.transaction():
-        store_takeover.record(run.new, queue, "done", "done", time.time())
-    report.timeline.append(("done", time.time()))
-    report.complete = True
-    return report
+    return run.finish()
 
 
 def _siblings(run: Run, conns: dict[str, Conn]) -> list[tuple[str, Conn, NodeInfo]]:

@@ -244,13 +244,7 @@ def switchover(
         for name in others:
             _move_subscriber(run, name, final)
     _check_reverse(run)
-    with run.new.transaction():
-        store_takeover.record(run.new, queue, "done", "done", time.time())
-    with old.transaction():
-        store_takeover.record(old, queue, "done", "done", time.time())
-    report.timeline.append(("done", time.time()))
-    report.complete = True
-    return report
+    return run.finish(old)
 
 
 def _old_demoted(run: Run) -> bool:

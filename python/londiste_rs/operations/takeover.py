@@ -158,6 +158,16 @@ class Run:
             pause_if_asked(step)
         return at
 
+    def finish(self, *also: Conn) -> Report:
+        """Records the takeover done on NEW (and on each of `also`): the report, complete."""
+        at = time.time()
+        for conn in (self.new, *also):
+            with conn.transaction():
+                store_takeover.record(conn, self.queue, "done", "done", at)
+        self.report.timeline.append(("done", at))
+        self.report.complete = True
+        return self.report
+
 
 def pause_if_asked(step: str) -> None:
     if os.environ.get(PAUSE_ENV) == step:

@@ -212,3 +212,22 @@ def test_a_not_valid_not_null_is_left_for_after_the_copy(provider_db, subscriber
     assert copy_table(provider_db.dsn, subscriber_db.dsn, "nv").rows == 1
     subscriber_db.sql(add)
     assert _definition(subscriber_db, "nv") == _definition(provider_db, "nv")
+
+
+def test_a_not_valid_check_is_kept_and_spares_the_copied_rows(provider_db, subscriber_db):
+    """A CHECK ... NOT VALID spares only the rows there when it was made: the provider's old
+    rows break it. --create-full makes it, the copy drops it for the load and restores it as
+    it was (NOT VALID), and it refuses new rows that break it."""
+    provider_db.sql("create table nc (id int primary key, a int); insert into nc values (1, -5)")
+    provider_db.sql("alter table nc add constraint a_pos check (a > 0) not valid")
+    provider_db.sql("insert into nc values (2, 7)")
+    with provider_db.connect() as src, subscriber_db.connect() as dst:
+        assert ddl.create_table(src, dst, "nc", full=True) is not None
+    assert copy_table(provider_db.dsn, subscriber_db.dsn, "nc", defer_indexes=True).rows == 2
+    assert subscriber_db.sql("select * from nc order by id") == [(1, -5), (2, 7)]
+    assert _definition(subscriber_db, "nc") == _definition(provider_db, "nc")
+    assert subscriber_db.sql("select convalidated from pg_constraint where conname = 'a_pos'") == [
+        (False,)
+    ]
+    with pytest.raises(Exception, match="a_pos"):
+        subscriber_db.sql("insert into nc values (3, -1)")

@@ -122,6 +122,36 @@ def test_several_ticks_are_applied_in_one_transaction(tmp_path, provider_db, sub
         worker.close()
 
 
+def test_a_not_valid_check_does_not_refuse_the_copy(tmp_path, provider_db, subscriber_db):
+    # Old rows on the provider break a CHECK made NOT VALID after them; the subscriber's
+    # table has the same constraint (as pg_dump writes it). The copy round loads them anyway
+    # and the constraint is back afterwards, NOT VALID, refusing new rows that break it.
+    for db in (provider_db, subscriber_db):
+        db.sql("create table nc (id int primary key, a int)")
+        db.sql("alter table nc add constraint a_pos check (a > 0) not valid")
+    provider_db.sql("alter table nc drop constraint a_pos")
+    provider_db.sql("insert into nc values (1, -5)")
+    provider_db.sql("alter table nc add constraint a_pos check (a > 0) not valid")
+    provider_db.sql("insert into nc values (2, 7)")
+    root, leaf = nodes(tmp_path, provider_db, subscriber_db)
+    ok(root, "add-table", "nc")
+    ok(leaf, "add-table", "nc")
+    worker = Worker(load_job_config(leaf))
+    try:
+        drain(worker)
+        assert rows(subscriber_db, "nc") == [(1, -5), (2, 7)]
+        state = "select merge_state from londiste_rs.table_info where table_name = 'public.nc'"
+        assert subscriber_db.sql(state) == [("ok",)]
+        con = "select convalidated from pg_constraint where conname = 'a_pos'"
+        assert subscriber_db.sql(con) == [(False,)]
+        provider_db.sql("update nc set a = 8 where id = 2")
+        tick(provider_db)
+        drain(worker)
+        assert rows(subscriber_db, "nc") == [(1, -5), (2, 8)]
+    finally:
+        worker.close()
+
+
 def test_user_trigger_on_subscriber_sees_net_change(tmp_path, provider_db, subscriber_db):
     worker = setup_leaf(tmp_path, provider_db, subscriber_db)
     # the worker applies with search_path pg_catalog, pg_temp: the trigger qualifies its names

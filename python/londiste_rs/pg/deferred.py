@@ -1,5 +1,7 @@
 """A table's secondary indexes, keys and foreign keys dropped before a bulk load and
-restored after it (building them once is faster than maintaining them row by row).
+restored after it (building them once is faster than maintaining them row by row), and its
+NOT VALID CHECK constraints (the provider's old rows may break them: NOT VALID spares only
+the rows there when it is made, a COPY into the table would be refused).
 
 Catalog reads run with an empty search_path, so the definitions read back are
 schema-qualified, server-quoted SQL.
@@ -31,7 +33,7 @@ Conn = psycopg.Connection[Any]
 class Deferred:
     """One dropped object and the statement that brings it back."""
 
-    kind: str  # 'key' | 'index' | 'fkey'
+    kind: str  # 'key' | 'index' | 'fkey' | 'check' (a NOT VALID CHECK)
     name: str
     table: str  # the table the object is defined on (for an fkey: the referencing one)
     restore: str  # CREATE INDEX ... / ALTER TABLE ... ADD CONSTRAINT ...
@@ -45,12 +47,19 @@ where contype = 'f' and (conrelid = {t} or confrelid = {t}) and coninhcount = 0
 order by conrelid, conname
 """
 
+_NOT_VALID_CHECKS = """
+select conname, pg_get_constraintdef(oid) from pg_constraint
+where conrelid = {t} and contype = 'c' and not convalidated and coninhcount = 0
+order by conname
+"""
+
 
 def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list[Deferred]:
-    """Drops, in one committed transaction, the table's indexes that back no constraint and
-    every foreign key from or to it, and with `keys` also its PRIMARY KEY, UNIQUE and EXCLUDE
-    constraints (only safe into an emptied table: building them after the load is faster than
-    maintaining them row by row). Returns what `restore_secondary` needs to recreate them."""
+    """Drops, in one committed transaction, the table's indexes that back no constraint, its
+    NOT VALID CHECK constraints and every foreign key from or to it, and with `keys` also its
+    PRIMARY KEY, UNIQUE and EXCLUDE constraints (only safe into an emptied table: building them
+    after the load is faster than maintaining them row by row). Returns what
+    `restore_secondary` needs to recreate them."""
     with conn.transaction():
         _empty_search_path(conn)
         rows = conn.execute(sql.SQL(_FKEYS).format(t=_regclass(table))).fetchall()
@@ -65,6 +74,12 @@ def defer_secondary(conn: Conn, table: TableName, *, keys: bool = False) -> list
                 for name, d in constraints(conn, table, "pux")
             ]
         items += [Deferred("index", n, str(table), d) for n, d in plain_indexes(conn, table)]
+        # restored as they are, NOT VALID: the loaded rows are not checked, new ones are
+        checks = conn.execute(sql.SQL(_NOT_VALID_CHECKS).format(t=_regclass(table))).fetchall()
+        items += [
+            Deferred("check", name, str(table), _add_constraint(conn, table.ident, name, d))
+            for name, d in checks
+        ]
         for item in items:  # in this order: foreign keys need the keys they reference
             if item.kind == "index":
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(item.name)))
@@ -86,7 +101,7 @@ def _add_constraint(conn: Conn, table: sql.Composable, name: str, definition: st
 
 
 # keys first: indexes and foreign keys may need them
-RESTORE_ORDER = {"key": 0, "index": 1, "fkey": 2}
+RESTORE_ORDER = {"key": 0, "index": 1, "check": 1, "fkey": 2}
 
 
 def restore_secondary(conn: Conn, items: Sequence[Deferred]) -> None:

@@ -219,7 +219,10 @@ def _defer(
 
 
 def _restore(
-    conn: Conn, queue: str, tables: list[str], kinds: tuple[str, ...] = ("key", "index", "fkey")
+    conn: Conn,
+    queue: str,
+    tables: list[str],
+    kinds: tuple[str, ...] = ("key", "index", "check", "fkey"),
 ) -> dict[str, str]:
     """Brings back what `_defer` (also a crashed earlier copy) dropped for these tables, of
     these kinds. Returns the tables something could not be restored for, with the error: they
@@ -300,7 +303,7 @@ class _Round:
         copy snapshot. Raises TableError (the table fails) when something cannot be restored."""
         table, queue = back[str(r.source)], self.cfg.queue_name
         conn = self.conns.get(self.cfg.db, "node database")
-        errors = _restore(conn, queue, [table], ("key", "index"))
+        errors = _restore(conn, queue, [table], ("key", "index", "check"))
         with self.lock:  # a foreign key between two tables is restored by the later one
             self.finished.add(table)
             if not errors:  # else its foreign keys (on its keys, maybe) stay with it

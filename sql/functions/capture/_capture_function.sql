@@ -195,22 +195,18 @@ begin
             return null;
         end if;
     end if;
-    if enc OPERATOR(pg_catalog.=) %L then
+    -- the writer's client_encoding is not the database's (the fast path above takes the rest)
+    begin
+%s
+    exception when untranslatable_character then
+        -- Send this row in the database encoding instead, and say so (ev_extra4 NULL).
+        perform pg_catalog.set_config('client_encoding', %L, true);
+%s
+        perform pg_catalog.set_config('client_encoding', enc, true);
         enc := null;
-%s
-    else
-        begin
-%s
-        exception when untranslatable_character then
-            -- Send this row in the database encoding instead, and say so (ev_extra4 NULL).
-            perform pg_catalog.set_config('client_encoding', %L, true);
-%s
-            perform pg_catalog.set_config('client_encoding', enc, true);
-            enc := null;
-        end;
-        if typ OPERATOR(pg_catalog.=) 'R' then
-            enc := null;
-        end if;
+    end;
+    if typ OPERATOR(pg_catalog.=) 'R' then
+        enc := null;
     end if;
     -- a column added or dropped since this function was generated: the shape of now
     if pg_catalog.has_column_privilege(TG_RELID, %s::pg_catalog.int2, 'SELECT') IS NOT NULL then
@@ -229,7 +225,7 @@ end $body$;
 $f$, fn, i_queue, global_name, shape,
         format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid,
         db_encoding, fast, q.queue_ntables, i_queue, global_name,
-        db_encoding, payload, payload, db_encoding, payload, next_attnum, fields, inserts, i_queue);
+        payload, db_encoding, payload, next_attnum, fields, inserts, i_queue);
     execute format('revoke all on function londiste_rs.%I() from public', fn);
     return fn;
 end $$;

@@ -91,11 +91,11 @@ def test_transaction_open_across_many_ticks_lands_once(provider_db):
     assert [bytes(r[6]) for r in events] == [b"long"]
 
 
-def test_a_range_of_ticks_reads_what_its_batches_read(provider_db):
-    # What a lagging worker reads in one scan (range_event_sql from the first batch's start
-    # tick to the last one's end) is every event of the batches between, each once, in ev_id
-    # order, with a transaction open across the ticks and one rolled back.
-    conn = open_queue(provider_db, consumers=("one", "range"))
+def test_a_batch_spanning_ticks_reads_what_its_ticks_batches_read(provider_db):
+    # What a lagging worker reads in one scan (next_batch_span over several ticks) is every
+    # event of the one-tick batches between, each once, in ev_id order, with a transaction
+    # open across the ticks and one rolled back; the span stops at the events bound.
+    conn = open_queue(provider_db, consumers=("one", "span"))
     long = writer(provider_db)
     emit(long, "long1")
     ticks = [tick(conn)]
@@ -112,25 +112,41 @@ def test_a_range_of_ticks_reads_what_its_batches_read(provider_db):
         if i == 1:
             emit(long, "long2")
     long.commit()
-    ticks.append(tick(conn))
+    last = tick(conn)
     one_by_one: list[str] = []
     while (data := take(conn, "one")) is not None:
         one_by_one += data
     assert sorted(one_by_one) == ["long1", "long2", "w0", "w1", "w3"]
-    first = queue.next_batch(conn, Q, "range")
-    assert first is not None
-    start = first.prev_tick_id
-    queue.finish_batch(conn, first.batch_id)
-    end = start
-    while (b := queue.next_batch(conn, Q, "range")) is not None:
-        end = b.tick_id
-        queue.finish_batch(conn, b.batch_id)
-    text = queue.range_event_sql(conn, Q, "range", start, end)
-    rows = conn.execute(text).fetchall()
+
+    def span(max_ticks: int, max_events: int) -> tuple[Any, list[Any]]:
+        b = queue.next_batch_span(conn, Q, "span", None, None, None, None, max_ticks, max_events)
+        assert b is not None
+        rows = conn.execute(queue.batch_event_sql(conn, b.batch_id)).fetchall()
+        assert queue.finish_batch(conn, b.batch_id)
+        return b, rows
+
+    def seq(tick_id: int) -> int:
+        query = "select tick_event_seq from londiste_rs.tick where tick_id = %s"
+        return int(conn.execute(query, [tick_id]).fetchone()[0])
+
+    start = conn.execute("select sub_last_tick from londiste_rs.subscription").fetchone()[0]
+    with conn.transaction():  # bounded by events (rolled back: the position stays)
+        b, rows = span(100, seq(ticks[1]) - seq(start))  # up to the tick after w0
+        assert (b.tick_id, [bytes(r[6]).decode() for r in rows]) == (ticks[1], ["w0"])
+        raise psycopg.Rollback
+    with conn.transaction():  # applied up to ticks[2] already (a crash): the batch ends there
+        b = queue.next_batch_span(conn, Q, "span", None, None, None, ticks[2], 100, 10**9)
+        assert b is not None and (b.prev_tick_id, b.tick_id) == (start, ticks[2])
+        raise psycopg.Rollback
+    with conn.transaction():  # bounded by ticks
+        b, rows = span(2, 10**9)
+        assert (b.tick_id, b.ticks, [bytes(r[6]).decode() for r in rows]) == (ticks[1], 2, ["w0"])
+        raise psycopg.Rollback
+    b, rows = span(100, 10**9)
+    assert (b.tick_id, b.ticks) == (last, 6)
     assert sorted(bytes(r[6]).decode() for r in rows) == sorted(one_by_one)
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
-    with pytest.raises(UsageError, match="does not come before"):
-        queue.range_event_sql(conn, Q, "range", end, start)
+    assert queue.next_batch_span(conn, Q, "span", None, None, None, None, 100, 10**9) is None
 
 
 def rotate(conn: Any) -> None:

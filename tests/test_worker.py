@@ -92,14 +92,17 @@ def test_restart_after_local_commit_does_not_apply_twice(tmp_path, provider_db, 
     worker = setup_leaf(tmp_path, provider_db, subscriber_db)
     try:
         drain(worker)
-        provider_db.sql("update child set qty = qty + 1")
-        tick(provider_db)
+        before = provider_db.sql("select sub_last_tick from londiste_rs.subscription")[0][0]
+        for _ in range(3):  # one batch spanning three ticks
+            provider_db.sql("update child set qty = qty + 1")
+            tick(provider_db)
         # simulate a crash after the local commit and before the provider's finish_batch:
         # apply, then put the provider's consumer back where it was
-        before = provider_db.sql("select sub_last_tick from londiste_rs.subscription")[0][0]
         drain(worker)
         provider_db.sql(f"select londiste_rs.register_consumer_at('q1', 'slave', {before})")
-        drain(worker)  # sees last tick >= batch end: finishes without applying again
+        provider_db.sql("update child set qty = qty + 1")  # and a tick not applied yet
+        tick(provider_db)
+        drain(worker)  # the span up to its last tick is finished, not applied again
         assert_equal(provider_db, subscriber_db)
         lost = provider_db.sql("select sub_last_tick from londiste_rs.subscription")[0][0]
         assert lost > before

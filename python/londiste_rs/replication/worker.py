@@ -292,7 +292,7 @@ class Worker:
             taken = batches.take(self.cfg, prov, info.last_tick_id, combine=not is_branch)
             if taken is None:
                 return False
-            resolved = self.plans.resolve_copy_ticks(prov, taken.last.tick_id)
+            resolved = self.plans.resolve_copy_ticks(prov, taken.batch.tick_id)
             query = taken.stream_query()
 
             def fetch() -> Iterator[bytes | bytearray | memoryview]:
@@ -313,7 +313,7 @@ class Worker:
                 if is_branch:
                     branch.requeue(local, prov, self.queue, taken.query)
                 store_node.set_completed(
-                    local, self.queue, taken.last.tick_id, taken.last.tick_time
+                    local, self.queue, taken.batch.tick_id, taken.batch.tick_time
                 )
             # the local commit happened; now the provider's finish commits (leaving the block).
             # The local commit must be durable before that: with synchronous_commit=off a
@@ -321,18 +321,18 @@ class Worker:
             # so the apply session keeps the server's default.
             if is_branch:
                 branch.tick(local, prov, self.queue)
-        release_copy_snapshots(local, prov, self.queue, taken.last.tick_id)
+        release_copy_snapshots(local, prov, self.queue, taken.batch.tick_id)
         if stats.replanned:  # the plans a barrier made were for this batch only
             self.plans.invalidate()
         self.stats_applied += stats.upserts + stats.deletes
-        n = len(taken.batches)
+        n = taken.batch.ticks
         events = stats.decoder.get("events", stats.upserts + stats.deletes + stats.truncates)
         self.metrics.batch(events, n, stats.seconds)
-        self.metrics.position(info.node_name, taken.last.tick_id, taken.last.tick_time)
+        self.metrics.position(info.node_name, taken.batch.tick_id, taken.batch.tick_time)
         log.info(
-            "applied ticks %s..%s (%d batch%s): %d upserts, %d deletes, %d truncates in %.3fs"
+            "applied ticks %s..%s (%d tick%s): %d upserts, %d deletes, %d truncates in %.3fs"
             " (%.3fs waiting for the provider, %.3fs writing)%s",
-            taken.first.prev_tick_id, taken.last.tick_id, n, "" if n == 1 else "es",
+            taken.batch.prev_tick_id, taken.batch.tick_id, n, "" if n == 1 else "s",
             stats.upserts, stats.deletes, stats.truncates, stats.seconds,
             stats.wait_seconds, stats.write_seconds,
             " (exact order)" if stats.exact_order else "",

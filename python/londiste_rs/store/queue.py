@@ -44,6 +44,7 @@ class Batch:
     prev_tick_time: datetime
     tick_event_seq: int
     prev_tick_event_seq: int
+    ticks: int = 1  # how many ticks it spans (next_batch_span)
 
 
 @contextlib.contextmanager
@@ -149,6 +150,32 @@ def next_batch(
     return Batch(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
 
+def next_batch_span(
+    conn: Conn,
+    queue: str,
+    consumer: str,
+    min_lag: str | None,
+    min_count: int | None,
+    min_interval: str | None,
+    stop_tick: int | None,
+    max_ticks: int,
+    max_events: int,
+) -> Batch | None:
+    """The consumer's next batch as next_batch takes it, spanning up to `max_ticks` ticks of
+    at most `max_events` events when it lags (one batch read in one scan), or ending at
+    `stop_tick` when that is further (applied here already). None: no batch yet."""
+    query = (
+        "select * from londiste_rs.next_batch_span(%s, %s, %s::interval, %s, %s::interval,"
+        " %s, %s, %s)"
+    )
+    args = [queue, consumer, min_lag, min_count, min_interval, stop_tick, max_ticks, max_events]
+    with _user_errors():
+        row = conn.execute(query, args).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return Batch(*row)
+
+
 def get_tick(conn: Conn, queue: str, tick_id: int | None = None) -> Tick | None:
     """Tick `tick_id` of the queue, or its last tick (None: no such tick here)."""
     with _user_errors():
@@ -184,13 +211,6 @@ def current_event_table(conn: Conn, queue: str) -> sql.Identifier:
 def batch_event_sql(conn: Conn, batch_id: int) -> str:
     """The SELECT of the batch's events (internals §2), to run as COPY (...) TO STDOUT."""
     return str(_one(conn, "select londiste_rs.batch_event_sql(%s)", [batch_id]))
-
-
-def range_event_sql(conn: Conn, queue: str, consumer: str, prev_tick: int, cur_tick: int) -> str:
-    """The SELECT of the consumer's events from tick `prev_tick` to the later `cur_tick`
-    (several consecutive batches read as one), to run as COPY (...) TO STDOUT."""
-    query = "select londiste_rs.range_event_sql(%s, %s, %s, %s)"
-    return str(_one(conn, query, [queue, consumer, prev_tick, cur_tick]))
 
 
 def finish_batch(conn: Conn, batch_id: int) -> bool:
@@ -236,8 +256,8 @@ __all__ = [
     "force_tick",
     "insert_event",
     "next_batch",
+    "next_batch_span",
     "raise_if_missing",
-    "range_event_sql",
     "register_consumer",
     "set_queue_config",
     "ticker",

@@ -299,6 +299,12 @@ class Worker:
                 return read_copy(prov, query)
 
             with local.transaction():
+                # the merge statements join a staging table with its target table: with the
+                # default 4MB the hash of a 200k-row table already spills to disk
+                local.execute(
+                    "select set_config('work_mem', %s, true)",
+                    [f"{self.cfg.apply_work_mem >> 10}kB"],
+                )
                 try:
                     stats = apply_events(
                         local, plans, fetch, self.cfg.apply_chunk_bytes, self.plans.types,

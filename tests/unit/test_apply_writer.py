@@ -89,3 +89,18 @@ def test_close_waits_for_the_running_write_and_drops_the_rest():
     threading.Timer(0.1, release.set).start()
     writer.close()
     assert done == ["running"]
+
+
+def test_unthreaded_writes_run_at_once_in_the_callers_thread():
+    done: list[str] = []
+    writer = StepWriter(threaded=False)
+    writer.submit(lambda: done.append(threading.current_thread().name))
+    assert done == [threading.current_thread().name]
+
+    def fail() -> None:
+        raise KeyError("inline")
+
+    with pytest.raises(KeyError, match="inline"):
+        writer.submit(fail)
+    writer.wait()
+    writer.close()

@@ -268,8 +268,8 @@ def _apply_stream(
     truncates: list[TablePlan] = []  # back-to-back truncate steps, not run yet
     staged = _Staged()
     # the writes run on a thread of their own while the next steps are made and the next
-    # input decoded (replication/writer.py)
-    writer = StepWriter()
+    # input decoded, but an exact-order step's (replication/writer.py)
+    writer = StepWriter(threaded=not exact_order)
 
     def write(step: Step) -> None:
         t = time.monotonic()

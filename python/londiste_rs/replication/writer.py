@@ -14,6 +14,9 @@ ones are dropped, and `submit` or `wait` raise it in the caller's thread as the 
 statement itself would have (a unique violation still sends the batch to the exact-order
 fallback). `close` waits for a running write to end, so the caller never rolls back under a
 statement still running.
+
+Exact-order steps may each hold a whole chunk (not an eighth of it): their apply (the slow
+fallback) writes inline, `StepWriter(threaded=False)`, so memory holds one step as before.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ DEPTH = 2
 
 
 class StepWriter:
-    def __init__(self) -> None:
+    def __init__(self, threaded: bool = True) -> None:
+        self._threaded = threaded
         self._cond = threading.Condition()
         self._queue: deque[Write] = deque()  # submitted, not started
         self._running = False
@@ -44,6 +48,9 @@ class StepWriter:
     def submit(self, write: Write) -> None:
         """Runs `write` after the writes submitted before; waits while DEPTH are unfinished.
         Raises the failure of an earlier write."""
+        if not self._threaded:
+            write()
+            return
         with self._cond:
             while self._unfinished() >= DEPTH and self._error is None:
                 self._cond.wait()

@@ -49,16 +49,23 @@ def plain_args(args: Sequence[str]) -> tuple[Path, GlobalOptions] | None:
 
 def run(config: Path, flags: GlobalOptions) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
-    from londiste_rs import metrics
     from londiste_rs.replication.worker import check_worker, run_worker
 
     cfg = load_job_config(config)
 
     def check() -> None:
-        metrics.check_listen(cfg.metrics_listen, cfg.path)
+        if cfg.metrics_listen is not None:  # (prometheus-client only when asked for)
+            from londiste_rs import metrics
+
+            metrics.check_listen(cfg.metrics_listen, cfg.path)
         check_worker(cfg)
 
     def body() -> None:
+        if cfg.metrics_listen is None:
+            run_worker(cfg)
+            return
+        from londiste_rs import metrics
+
         with metrics.serving(cfg.metrics_listen, cfg.path):
             run_worker(cfg)
 

@@ -26,8 +26,11 @@ $(BIN)/.pg15: scripts/install-system-deps.sh | $(BIN)/.deps
 
 setup: $(BIN)/.deps
 
+# compileall: an editable install writes no bytecode, and with PYTHONDONTWRITEBYTECODE set
+# nothing ever does; every process (a worker's start) would then compile the package again
 build: setup
 	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -q
+	$(BIN)/python -m compileall -q python/londiste_rs
 
 demo: build
 	bash scripts/install-system-deps.sh --server-user

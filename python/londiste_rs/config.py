@@ -47,6 +47,9 @@ class JobConfig:
     apply_chunk_bytes: int
     # work_mem of the provider session reading a batch: its ORDER BY ev_id sorts in memory
     batch_work_mem: int
+    # work_mem of the subscriber's apply transaction: the merge statements' hash joins of a
+    # staging table with its target stay in memory
+    apply_work_mem: int
     remote_extra_connstr: str
     node_name: str | None
     public_node_location: str | None
@@ -248,6 +251,7 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         keep_lag=s.optional_number("pgq_keep_lag"),
         apply_chunk_bytes=s.size("apply_chunk_bytes", 12 << 20),
         batch_work_mem=s.size("batch_work_mem", 256 << 20),
+        apply_work_mem=s.size("apply_work_mem", 64 << 20),
         remote_extra_connstr=s.text("remote_extra_connstr"),
         node_name=s.text("node_name") or None,
         public_node_location=s.text("public_node_location") or None,

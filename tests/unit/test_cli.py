@@ -38,3 +38,32 @@ def test_a_bare_config_with_a_signal_flag_is_that_verb():
 def test_verb_first_order_is_left_alone():
     for argv in (["status", "x.ini"], ["--help"], [], ["-d"], ["-vx", "x.ini", "status"]):
         assert normalize_argv(argv) == argv
+
+
+def test_the_workers_plain_start_skips_typer_with_the_same_flags():
+    from pathlib import Path
+
+    from londiste_rs.cli.options import GlobalOptions
+    from londiste_rs.cli.worker import plain_args
+
+    args = normalize_argv(["-d", "-vv", "--verbose", "-q", "x.ini", "worker"])
+    assert plain_args(args) == (Path("x.ini"), GlobalOptions(daemon=True, verbose=3, quiet=True))
+    assert plain_args(["worker", "x.ini"]) == (Path("x.ini"), GlobalOptions())
+    for flag, options in (
+        ("-s", GlobalOptions(stop=True)),
+        ("--kill", GlobalOptions(kill=True)),
+        ("-r", GlobalOptions(reload=True)),
+    ):
+        assert plain_args([flag, "worker", "x.ini"]) == (Path("x.ini"), options)
+    # anything else is Typer's: help, options after the verb, other verbs, a missing file
+    for argv in (
+        ["worker", "x.ini", "--help"],
+        ["worker", "--help"],
+        ["worker", "-d", "x.ini"],
+        ["-V", "worker", "x.ini"],
+        ["status", "x.ini"],
+        ["worker"],
+        ["-d"],
+        [],
+    ):
+        assert plain_args(argv) is None, argv

@@ -13,11 +13,9 @@ import traceback
 from collections.abc import Sequence
 
 import psycopg
-import typer
 
-# The verb modules: each registers its verbs on `app` when imported.
-from londiste_rs.cli import demo, execute, node, operations, tables, takeover, ticker  # noqa: F401
-from londiste_rs.cli.app import OPTIONS, app
+from londiste_rs.cli import worker
+from londiste_rs.cli.options import is_verbose
 from londiste_rs.errors import LondisteError
 from londiste_rs.pg.db import redact
 
@@ -33,7 +31,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     verb and -s/-k/-r becomes the stop/kill/reload verb."""
     args = list(argv)
     i = 0
-    while i < len(args) and (args[i] in _FLAGS or _is_verbose(args[i])):
+    while i < len(args) and (args[i] in _FLAGS or is_verbose(args[i])):
         i += 1
     if i >= len(args) or not args[i].endswith(".ini"):
         return args
@@ -70,23 +68,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _is_verbose(arg: str) -> bool:
-    return (arg.startswith("-v") and set(arg[1:]) == {"v"}) or arg == "--verbose"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = watch_default(normalize_argv(sys.argv[1:] if argv is None else argv))
-    debug = bool(os.environ.get("LONDISTE_RS_DEBUG")) or any(_is_verbose(a) for a in args)
+    debug = bool(os.environ.get("LONDISTE_RS_DEBUG")) or any(is_verbose(a) for a in args)
     try:
-        # not standalone: Typer's usage errors come out as exceptions too, for one line each
-        code = app(args=args, prog_name="londiste-rs", standalone_mode=False)
+        code = _run(args)
     except LondisteError as e:
         _fail(f"ERROR: {redact(str(e))}", e.exit_code, debug)
     except psycopg.Error as e:
         # A database error nobody translated: still one line, with the server's own words.
         msg = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         _fail(f"ERROR: database error: {msg}", 1, debug)
-    except (KeyboardInterrupt, typer.Abort):
+    except KeyboardInterrupt:
         _fail("interrupted", 130, False)
     except Exception as e:
         usage = _usage_error(e)
@@ -101,6 +94,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if isinstance(code, int) and code != 0:  # typer.Exit(n), or Ctrl-C during a verb (130)
         sys.exit(code)
+
+
+def _run(args: list[str]) -> object:
+    """Runs the verb: the worker's plain start without Typer (cli/worker.py), the rest with it."""
+    plain = worker.plain_args(args)
+    if plain is not None:
+        worker.run(*plain)
+        return 0
+    import typer
+
+    # The verb modules: each registers its verbs on `app` when imported.
+    from londiste_rs.cli import demo, execute, node, operations, tables, takeover, ticker  # noqa: F401
+    from londiste_rs.cli.app import app
+
+    try:
+        # not standalone: Typer's usage errors come out as exceptions too, for one line each
+        return app(args=args, prog_name="londiste-rs", standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt from None
 
 
 def _usage_error(e: Exception) -> str | None:
@@ -122,4 +134,4 @@ def _fail(message: str, code: int, debug: bool) -> None:
     sys.exit(code)
 
 
-__all__ = ["OPTIONS", "app", "main", "normalize_argv"]
+__all__ = ["main", "normalize_argv", "watch_default"]

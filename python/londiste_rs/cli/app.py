@@ -1,10 +1,11 @@
-"""The Typer application and the global options all verbs share (londiste3's -d -s -k -r -v -q)."""
+"""The Typer application and the global options all verbs share (londiste3's -d -s -k -r -v -q,
+held in cli/options.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import typer
+
+from londiste_rs.cli.options import OPTIONS, GlobalOptions
 
 app = typer.Typer(
     name="londiste-rs",
@@ -19,19 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@dataclass
-class GlobalOptions:
-    daemon: bool = False
-    stop: bool = False
-    kill: bool = False
-    reload: bool = False
-    verbose: int = 0
-    quiet: bool = False
-
-
-OPTIONS = GlobalOptions()
 
 
 def _version(value: bool) -> None:
@@ -56,3 +44,6 @@ def global_options(
 ) -> None:
     OPTIONS.daemon, OPTIONS.stop, OPTIONS.kill, OPTIONS.reload = daemon, stop, kill, reload
     OPTIONS.verbose, OPTIONS.quiet = verbose, quiet
+
+
+__all__ = ["OPTIONS", "GlobalOptions", "app"]

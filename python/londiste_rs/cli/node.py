@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from londiste_rs import daemon
 from londiste_rs.cli.app import OPTIONS, app
 from londiste_rs.cli.common import ConfigArg, JsonOpt, ProviderOpt, TimeoutOpt, cfg_of, echo_json
 from londiste_rs.pg.db import redact
@@ -67,29 +66,9 @@ def create_leaf(
 @app.command()
 def worker(config: Path = ConfigArg) -> None:
     """Run the node's worker (replay on branch/leaf, housekeeping on root); -d daemonizes."""
-    from londiste_rs import metrics
-    from londiste_rs.replication.worker import check_worker, run_worker
+    from londiste_rs.cli import worker as verb
 
-    cfg = cfg_of(config)
-
-    def check() -> None:
-        metrics.check_listen(cfg.metrics_listen, cfg.path)
-        check_worker(cfg)
-
-    def body() -> None:
-        with metrics.serving(cfg.metrics_listen, cfg.path):
-            run_worker(cfg)
-
-    daemon.dispatch(
-        cfg.job_name,
-        body,
-        config=cfg.path,
-        pidfile=cfg.pidfile,
-        logfile=cfg.logfile,
-        flags=OPTIONS,
-        check=check,
-        log_format=cfg.log_format,
-    )
+    verb.run(config, OPTIONS)
 
 
 @app.command()

@@ -4,12 +4,15 @@ named and repaired one by one)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from londiste_rs.cli.app import app
 from londiste_rs.cli.common import ConfigArg, JsonOpt, cfg_of, echo_json
-from londiste_rs.operations.compare import TableDiff
+
+if TYPE_CHECKING:  # the verbs import it when they run: the worker's start does not need it
+    from londiste_rs.operations.compare import TableDiff
 
 TablesArg = typer.Argument(None, help="Tables: [schema.]name, globs allowed (default: all ok).")
 

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import psycopg
@@ -41,6 +42,7 @@ from londiste_rs.pg import libpq
 from londiste_rs.pg.catalog import FIRST_USER_OID, parents_first, type_map
 from londiste_rs.pg.names import name_of, quoted_name
 from londiste_rs.replication.table_plan import TablePlan
+from londiste_rs.replication.writer import StepWriter
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,6 @@ def _apply_step(
 ) -> None:
     kind, payload, encoding = step.kind, step.payload, step.encoding
     p = by_name[step.table]
-    stats.steps += 1
     if kind == StepKind.TRUNCATE:  # (_apply_stream truncates; kept for a caller passing them here)
         _truncate(conn, [p], stats)
         return
@@ -266,26 +267,37 @@ def _apply_stream(
         dec = make_decoder(plans, chunk_bytes, exact_order, types, barriers.barrier_types, True)
     truncates: list[TablePlan] = []  # back-to-back truncate steps, not run yet
     staged = _Staged()
+    # the writes run on a thread of their own while the next steps are made and the next
+    # input decoded, but an exact-order step's (replication/writer.py)
+    writer = StepWriter(threaded=not exact_order)
+
+    def write(step: Step) -> None:
+        t = time.monotonic()
+        _apply_step(conn, by_name, step, stats, staged)
+        stats.write_seconds += time.monotonic() - t
+
+    def truncate(plans: list[TablePlan]) -> None:
+        t = time.monotonic()
+        _truncate(conn, plans, stats)
+        stats.write_seconds += time.monotonic() - t
 
     def apply_drained(last: bool = False) -> None:
-        t = time.monotonic()
-        # one step at a time: memory holds the coalesced rows and one step, not every step
+        # one step at a time: memory holds the coalesced rows and the steps being written,
+        # not every step
         while (step := dec.next_step()) is not None:
+            stats.steps += 1  # (counted here: the writer's thread counts rows)
             if step.kind == StepKind.TRUNCATE:
                 plan = by_name[step.table]
                 if all(p is not plan for p in truncates):
                     truncates.append(plan)
-                stats.steps += 1
                 continue
             if truncates:
-                _truncate(conn, truncates, stats)
+                writer.submit(partial(truncate, truncates.copy()))
                 truncates.clear()
-            _apply_step(conn, by_name, step, stats, staged)
-        assert not staged.open, "a step cut for its size came last"
+            writer.submit(partial(write, step))
         if last and truncates:
-            _truncate(conn, truncates, stats)
+            writer.submit(partial(truncate, truncates.copy()))
             truncates.clear()
-        stats.write_seconds += time.monotonic() - t
 
     try:
         t = time.monotonic()
@@ -296,18 +308,22 @@ def _apply_stream(
             dec.feed(block)
             while barriers is not None and (barrier := dec.barrier()) is not None:
                 apply_drained(last=True)  # everything before the barrier, truncates too
+                writer.wait()
                 barriers.on_barrier(conn, dec, barrier, by_name, stats)
                 dec.resume()
             if dec.pending_bytes() >= chunk_bytes:
                 apply_drained()
             t = time.monotonic()
+        dec.finish()
+        apply_drained(last=True)
+        writer.wait()
     finally:
+        writer.close()  # after a failure: nothing runs on `conn` past this
         # a failed apply ends the provider's COPY now, before the fallback reads it again
         close = getattr(blocks, "close", None)
         if close is not None:
             close()
-    dec.finish()
-    apply_drained(last=True)
+    assert not staged.open, "a step cut for its size came last"
     stats.decoder = dec.stats()
     stats.other_events = dec.other_events()
 

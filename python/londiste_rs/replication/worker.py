@@ -19,16 +19,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from londiste_rs import daemon, metrics
+from londiste_rs import daemon
 from londiste_rs.config import JobConfig
 from londiste_rs.errors import ConnectError, LondisteError
 from londiste_rs.logsetup import figures, set_context
 from londiste_rs.pg.db import connect, first_line, with_fix
+from londiste_rs.progress import Progress
 from londiste_rs.replication import batches, branch
 from londiste_rs.replication.apply import apply_events, read_copy
 from londiste_rs.replication.barriers import StreamBarriers
@@ -46,6 +48,9 @@ from londiste_rs.tables.common import provider_location
 from londiste_rs.tables.copy_round import copy_pending, pending_copies, release_copy_snapshots
 from londiste_rs.tables.copy_source import CopyWaits
 from londiste_rs.tables.sequences import sync_sequences
+
+if TYPE_CHECKING:
+    from londiste_rs.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,26 @@ def _drop_notifications(conn: Conn) -> None:
         pass  # a lost connection: the next step reconnects and says so
 
 
+class NoMetrics:
+    """A worker's metrics when `metrics_listen` is not set: nothing is counted, and
+    prometheus-client (15 ms of the worker's start) is not imported."""
+
+    def position(self, node: str, tick_id: int | None, tick_time: datetime | None) -> None:
+        pass
+
+    def batch(self, events: int, batches: int, seconds: float) -> None:
+        pass
+
+    def error(self) -> None:
+        pass
+
+    def copy_progress(self, p: Progress) -> None:
+        pass
+
+    def poll(self, local: Conn, provider: Conn | None) -> None:
+        pass
+
+
 class Worker:
     """One node's worker: `step()` does one unit of work; `run()` loops until stopped."""
 
@@ -90,7 +115,11 @@ class Worker:
         self.next_seq_sync = 0.0
         self.next_capture_follow = 0.0
         self.copy_waits = CopyWaits()
-        self.metrics = metrics.NodeMetrics(self.queue, enabled=cfg.metrics_listen is not None)
+        self.metrics: NodeMetrics | NoMetrics = NoMetrics()
+        if cfg.metrics_listen is not None:
+            from londiste_rs.metrics import NodeMetrics
+
+            self.metrics = NodeMetrics(self.queue, enabled=True)
         # Set by a notification (a tick on the provider, a table added here). One that arrives
         # while a step runs a query is read by psycopg then, and no longer wakes the sleep;
         # this flag keeps it from being lost (the next step looks for work at once).
@@ -299,6 +328,12 @@ class Worker:
                 return read_copy(prov, query)
 
             with local.transaction():
+                # the merge statements join a staging table with its target table: with the
+                # default 4MB the hash of a 200k-row table already spills to disk
+                local.execute(
+                    "select set_config('work_mem', %s, true)",
+                    [f"{self.cfg.apply_work_mem >> 10}kB"],
+                )
                 try:
                     stats = apply_events(
                         local, plans, fetch, self.cfg.apply_chunk_bytes, self.plans.types,

@@ -48,6 +48,7 @@ declare
     inserts text := '';
     payload text;
     refused text;
+    not_taking text;
     changed text;
     fast text := '';
     op record;
@@ -98,17 +99,22 @@ begin
     -- again in every transaction, so with a row or two per transaction, as in pgbench, per row)
     -- and an INSERT of variables and constants only (its VALUES are set up again at every
     -- execution). 9.2 against 10.3 us a row in pgbench's mix (backend CPU, internals §3).
-    refused := format($r$
-            if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
-                    true) OPERATOR(pg_catalog.=) 'on' then
-                return null;
-            end if;
-            if londiste_rs._capture_refused(%L, %L, cur) then
-                return null;
-            end if;
-            raise exception 'queue %% does not accept events now (inserts disabled)', %L
-                using errcode = 'object_not_in_prerequisite_state';
-$r$, i_queue, global_name, i_queue);
+    -- A queue that takes no events now: not captured when londiste-rs itself writes here (a
+    -- fenced node's apply), else refused (by a takeover's fence: saying where writes go). Both
+    -- paths below run this; the fast one raises after it (inserts disabled).
+    not_taking := format($r$
+        if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
+                true) OPERATOR(pg_catalog.=) 'on' then
+            return null;
+        end if;
+        if londiste_rs._capture_refused(%L, %L, cur) then
+            return null;
+        end if;
+$r$, i_queue, global_name);
+    refused := not_taking || format($r$
+        raise exception 'queue %% does not accept events now (inserts disabled)', %L
+            using errcode = 'object_not_in_prerequisite_state';
+$r$, i_queue);
     for op in select * from (values
         ('UPDATE', 'U', 'pg_catalog.record_send(NEW)',
          format('case when %s OPERATOR(pg_catalog.=) %s then null else %s end',
@@ -185,16 +191,7 @@ begin
 %s    end if;
     enc := pg_catalog.current_setting('client_encoding');
     if cur OPERATOR(pg_catalog.<) 0 OR cur OPERATOR(pg_catalog.>=) %s then
-        -- the queue takes no events now: not captured when londiste-rs itself writes here (a
-        -- fenced node's apply), else refused (by a takeover's fence: saying where writes go)
-        if cur OPERATOR(pg_catalog.>=) 100 AND pg_catalog.current_setting('londiste_rs.replica',
-                true) OPERATOR(pg_catalog.=) 'on' then
-            return null;
-        end if;
-        if londiste_rs._capture_refused(%L, %L, cur) then
-            return null;
-        end if;
-    end if;
+%s    end if;
     -- the writer's client_encoding is not the database's (the fast path above takes the rest)
     begin
 %s
@@ -224,7 +221,7 @@ begin
 end $body$;
 $f$, fn, i_queue, global_name, shape,
         format('londiste_rs.%I', 'event_' || q.queue_id || '_cur')::regclass::oid,
-        db_encoding, fast, q.queue_ntables, i_queue, global_name,
+        db_encoding, fast, q.queue_ntables, not_taking,
         payload, db_encoding, payload, next_attnum, fields, inserts, i_queue);
     execute format('revoke all on function londiste_rs.%I() from public', fn);
     return fn;

@@ -7,12 +7,14 @@ import threading
 
 import pytest
 
-from londiste_rs.replication.writer import DEPTH, StepWriter
+from londiste_rs.replication.writer import StepWriter
+
+DEPTH = 2  # a write waiting behind the running one, so dropping and ordering show
 
 
 def test_writes_run_in_order_on_another_thread():
     done: list[tuple[int, str]] = []
-    writer = StepWriter()
+    writer = StepWriter(depth=2)
     try:
         for i in range(20):
             writer.submit(lambda i=i: done.append((i, threading.current_thread().name)))
@@ -26,7 +28,7 @@ def test_writes_run_in_order_on_another_thread():
 def test_submit_waits_while_depth_writes_are_unfinished():
     release = threading.Event()
     started = threading.Event()
-    writer = StepWriter()
+    writer = StepWriter(depth=2)
 
     def blocked() -> None:
         started.set()
@@ -53,7 +55,7 @@ def test_submit_waits_while_depth_writes_are_unfinished():
 def test_the_first_failure_is_raised_and_later_writes_are_dropped():
     done: list[int] = []
     gate = threading.Event()
-    writer = StepWriter()
+    writer = StepWriter(depth=2)
 
     def fail() -> None:
         gate.wait(10)
@@ -76,7 +78,7 @@ def test_close_waits_for_the_running_write_and_drops_the_rest():
     done: list[str] = []
     release = threading.Event()
     started = threading.Event()
-    writer = StepWriter()
+    writer = StepWriter(depth=2)
 
     def running() -> None:
         started.set()

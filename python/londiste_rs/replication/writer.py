@@ -27,14 +27,17 @@ from collections.abc import Callable
 
 Write = Callable[[], None]
 
-# Writes submitted and not finished: the one running and one waiting (a flush's last step
-# is then in hand while the statement before it runs, and decoding goes on meanwhile).
-DEPTH = 2
+# Writes submitted and not finished: the one running (the next step is made, or the next
+# input decoded, meanwhile). One more waiting held another step's rows: with 2, the worker's
+# peak sat at tests/test_apply_memory.py's bound (2 x apply_chunk_bytes + 8 MiB), over it
+# once in three runs.
+DEPTH = 1
 
 
 class StepWriter:
-    def __init__(self, threaded: bool = True) -> None:
+    def __init__(self, threaded: bool = True, depth: int = DEPTH) -> None:
         self._threaded = threaded
+        self._depth = depth
         self._cond = threading.Condition()
         self._queue: deque[Write] = deque()  # submitted, not started
         self._running = False
@@ -52,7 +55,7 @@ class StepWriter:
             write()
             return
         with self._cond:
-            while self._unfinished() >= DEPTH and self._error is None:
+            while self._unfinished() >= self._depth and self._error is None:
                 self._cond.wait()
             if self._error is not None:
                 raise self._error

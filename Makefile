@@ -43,6 +43,7 @@ lint: build
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/mypy
+	cd bench && $(abspath $(BIN))/mypy --config-file ../pyproject.toml run.py scenarios support peers
 	$(BIN)/python -m mypy.stubtest londiste_rs._native
 
 # tests/unit needs no server and takes seconds: it runs first, so a broken unit fails fast.

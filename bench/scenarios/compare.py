@@ -106,7 +106,7 @@ def _judge(tool: Tool, out: Done, key: int | None) -> tuple[bool, str]:
         (d,) = json.loads(out.stdout)
         named = {k: d[k] for k in ("missing_here", "extra_here", "different")}
         said = ", ".join(f"{k} {v}" for k, v in named.items() if v) or "equal"
-        want = {"missing_here": [], "extra_here": [], "different": []}
+        want: dict[str, list[list[str]]] = {"missing_here": [], "extra_here": [], "different": []}
         if key is not None:
             want["different"] = [[str(key)]]
         right = out.returncode == (0 if key is None else 1) and named == want

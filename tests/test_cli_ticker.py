@@ -88,9 +88,15 @@ def test_reload_and_stop_through_a_job_file(tmp_path: Path, provider_db: Any) ->
     pid = started_pid(tmp_path)
     log = tmp_path / "log/ticker.log"
     log.rename(tmp_path / "log/ticker.log.1")  # what logrotate does before signalling
+    # the ini read again: a log format changed there waits for the next start, and says so
+    ini = tmp_path / "ticker.ini"
+    ini.write_text(ini.read_text() + "log_format = json\n")
     out = run_cli("-r", "ticker.ini", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     wait_for("the reopened log", lambda: log.exists() and "config reloaded" in log.read_text())
+    assert "reload: log_format changed in ticker.ini; the running process keeps text" in (
+        log.read_text()
+    )
 
     (tmp_path / "job.ini").write_text(
         "[londiste3]\njob_name = job\ndb = dbname=x\nqueue_name = q\npidfile = pid/ticker.pid\n"

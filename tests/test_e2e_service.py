@@ -5,10 +5,12 @@ exits non-zero when it cannot work at all, as systemd units expect."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -54,20 +56,31 @@ def ticker_ini(tmp_path: Path, db: Any, port: int) -> Path:
     return path
 
 
+def replicating(
+    root: Path, leaf: Path, provider_db: Any, subscriber_db: Any, rows: str, ticker_port: int
+) -> Path:
+    """Table t (id, v) holding `rows` (a VALUES or SELECT) added on the root `root` and the
+    leaf `leaf` of queue q1, and a ticker of the provider's database running (its metrics on
+    `ticker_port`), whose ini is returned: the workers are the test's to start."""
+    for db in (provider_db, subscriber_db):
+        db.sql("create table t (id int primary key, v text)")
+    provider_db.sql(f"insert into t {rows}")
+    ok(str(root), "create-root", "master")
+    ok(str(leaf), "create-leaf", "slave", f"--provider={provider_db.dsn}")
+    ok(str(root), "add-table", "t")
+    ok(str(leaf), "add-table", "t")
+    ticker = ticker_ini(root.parent, provider_db, ticker_port)
+    ok("ticker", "-d", str(ticker))
+    return ticker
+
+
 def test_metrics_move_during_a_drain_and_json_logs_parse(tmp_path, provider_db, subscriber_db):
     leaf_port, root_port, ticker_port = free_port(), free_port(), free_port()
     root = job_ini(tmp_path, "master", provider_db.dsn, metrics_listen=f"127.0.0.1:{root_port}")
     leaf = job_ini(tmp_path, "slave", subscriber_db.dsn, log_format="json",
                    metrics_listen=f"127.0.0.1:{leaf_port}")  # fmt: skip
-    for db in (provider_db, subscriber_db):
-        db.sql("create table t (id int primary key, v text)")
-    provider_db.sql("insert into t select i, 'v' || i from generate_series(1, 1000) i")
-    ok(str(root), "create-root", "master")
-    ok(str(leaf), "create-leaf", "slave", f"--provider={provider_db.dsn}")
-    ok(str(root), "add-table", "t")
-    ok(str(leaf), "add-table", "t")
-    ticker = ticker_ini(tmp_path, provider_db, ticker_port)
-    ok("ticker", "-d", str(ticker))
+    rows = "select i, 'v' || i from generate_series(1, 1000) i"
+    ticker = replicating(root, leaf, provider_db, subscriber_db, rows, ticker_port)
     ok("-d", str(root), "worker")
     ok("-d", str(leaf), "worker")
     try:
@@ -186,3 +199,66 @@ def test_foreground_worker_as_systemd_runs_it(tmp_path, provider_db, subscriber_
     out = run_cli(str(missing), "worker")
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
+
+
+def test_reload_reads_the_job_file_again(tmp_path, provider_db, subscriber_db):
+    """`-r` (SIGHUP) makes a running worker read its job file again, as londiste3's does: a
+    setting changed there applies from the next batch; a file that no longer loads keeps the
+    old config, saying why; the node it is (queue_name) stays until a restart, with a warning."""
+    root = job_ini(tmp_path, "master", provider_db.dsn)
+    leaf = job_ini(tmp_path, "slave", subscriber_db.dsn)
+    settings = leaf.read_text()
+    ticker = replicating(root, leaf, provider_db, subscriber_db, "values (1, 'a')", free_port())
+    ok("-d", str(root), "worker")
+    ok("-d", str(leaf), "worker")
+    log = tmp_path / "log/slave.log"
+
+    def reload(text: str, said: str) -> None:
+        leaf.write_text(text)
+        before = log.read_text().count(said)
+        out = run_cli("-r", str(leaf))
+        assert out.returncode == 0, out.stderr
+        wait_for(said, lambda: log.read_text().count(said) > before, timeout=30)
+
+    def hup(text: str, said: str) -> None:
+        """As `systemctl reload` (kill -HUP): `-r` itself refuses a file that does not load."""
+        leaf.write_text(text)
+        before = log.read_text().count(said)
+        os.kill(int((tmp_path / "pid/slave.pid").read_text().split()[0]), signal.SIGHUP)
+        wait_for(said, lambda: log.read_text().count(said) > before, timeout=30)
+
+    def leaf_rows() -> list[tuple[Any, ...]]:
+        return subscriber_db.sql("select id from t order by id")
+
+    try:
+        wait_for("the copy", lambda: leaf_rows() == [(1,)], timeout=60)
+        # a replica kept an hour behind: what is written now is not applied
+        reload(settings + "pgq_keep_lag = 3600\n", "config reloaded from")
+        provider_db.sql("insert into t values (2, 'b')")
+        tick = provider_db.sql("select max(tick_id) from londiste_rs.tick")[0][0]
+        wait_for("the insert's tick", lambda: provider_db.sql(
+            "select max(tick_id) from londiste_rs.tick")[0][0] > tick, timeout=30)  # fmt: skip
+        time.sleep(2)  # (the worker polls every 0.1 s and the tick wakes it)
+        assert leaf_rows() == [(1,)]
+        # a file that does not load: the old config goes on (still an hour behind)
+        broken = settings.replace("loop_delay = 0.1", "loop_delay = soon")
+        hup(broken + "pgq_keep_lag = 3600\n", "reload failed, keeping the old config")
+        assert "loop_delay" in log.read_text().split("reload failed")[-1].splitlines()[0]
+        time.sleep(1)
+        assert leaf_rows() == [(1,)]
+        # the lag gone, and another queue named: the lag applies, the node stays; the
+        # heartbeat takes the new period too
+        changed = settings.replace("queue_name = q1", "queue_name = q2")
+        reload(changed + "heartbeat_period = 0.3\n", "config reloaded from")
+        wait_for("the held row", lambda: leaf_rows() == [(1,), (2,)], timeout=30)
+        wait_for("the new heartbeat period", lambda: subscriber_db.sql(
+            "select extract(epoch from beat_period)::float8 from londiste_rs.worker_heartbeat"
+            " where queue_name = 'q1'") == [(0.3,)], timeout=30)  # fmt: skip
+        assert "reload: queue_name changed in slave.ini; the running process keeps q1" in (
+            log.read_text()
+        )
+        provider_db.sql("insert into t values (3, 'c')")
+        wait_for("a new row", lambda: leaf_rows() == [(1,), (2,), (3,)], timeout=30)
+    finally:
+        for ini in (leaf, root, ticker):
+            run_cli("-s", str(ini))

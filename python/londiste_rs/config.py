@@ -11,6 +11,8 @@ londiste3 and pgqd do, and made absolute once, so daemonizing cannot change thei
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -25,6 +27,12 @@ TICKER_SECTION = "pgqd"
 LOG_FORMATS = ("text", "json")  # log_format: the first is the default
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# What a running daemon set up at its start and keeps through a reload (SIGHUP): its pid and
+# log files, the metrics endpoint and the log lines' format.
+STARTUP_SETTINGS = ("pidfile", "logfile", "metrics_listen", "log_format")
 
 
 @dataclass(frozen=True)
@@ -223,6 +231,19 @@ def _read(path: Path, sections: tuple[str, ...], what: str) -> _Section:
     found = ", ".join(f"[{s}]" for s in parser.sections()) or "no sections"
     wanted = " or ".join(f"[{s}]" for s in sections)
     raise ConfigError(f"{path}: has {found}; {what} needs a {wanted} section")
+
+
+Config = TypeVar("Config", "JobConfig", "TickerConfig")
+
+
+def reloaded(old: Config, new: Config, fixed: tuple[str, ...] = STARTUP_SETTINGS) -> Config:
+    """`new` (the file read again on SIGHUP) with the `fixed` settings that changed set back to
+    `old`'s, each named in a warning: they change when the daemon is started again."""
+    kept = {k: getattr(old, k) for k in fixed if getattr(new, k) != getattr(old, k)}
+    for key, value in kept.items():
+        log.warning("reload: %s changed in %s; the running process keeps %s until it is "
+                    "started again", key, new.path.name, value)  # fmt: skip
+    return dataclasses.replace(new, **kept)
 
 
 def load_job_config(path: str | os.PathLike[str]) -> JobConfig:

@@ -42,7 +42,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from londiste_rs import daemon, metrics
-from londiste_rs.config import TickerConfig, load_ticker_config
+from londiste_rs.config import TickerConfig, load_ticker_config, reloaded
 from londiste_rs.errors import ConfigError, ConnectError, LondisteError
 from londiste_rs.logsetup import figures
 from londiste_rs.pg.db import connect, first_line, redact, with_fix
@@ -313,7 +313,7 @@ class Ticker:
         except LondisteError as e:
             log.error("reload failed, keeping the old config: %s", e)
             return
-        self.cfg = cfg
+        self.cfg = reloaded(self.cfg, cfg)
         for db in self.dbs.values():
             db.close()
         self.dbs.clear()

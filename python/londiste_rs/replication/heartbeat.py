@@ -47,6 +47,11 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._conn: psycopg.Connection[Any] | None = None
         self._failing: str | None = None  # the message last logged, until a beat works again
+        self._reloaded: JobConfig | None = None  # taken up by the next beat
+
+    def use(self, cfg: JobConfig) -> None:
+        """A reloaded job file: the next beat goes to its database, then every period of it."""
+        self._reloaded = cfg
 
     def start(self) -> None:
         self._thread.start()
@@ -69,6 +74,10 @@ class Heartbeat:
         self._close()
 
     def _beat(self, phase: str) -> bool:
+        cfg, self._reloaded = self._reloaded, None
+        if cfg is not None:
+            self._close()
+            self.cfg, self.period = cfg, cfg.heartbeat_period
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.cfg.db, autocommit=True, what="node database",

@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from londiste_rs import daemon
-from londiste_rs.config import JobConfig
+from londiste_rs.config import STARTUP_SETTINGS, JobConfig, load_job_config, reloaded
 from londiste_rs.errors import ConnectError, LondisteError
 from londiste_rs.logsetup import figures, set_context
 from londiste_rs.pg.db import connect, first_line, with_fix
@@ -67,6 +67,9 @@ CAPTURE_FOLLOW_INTERVAL = 10.0
 # looks whether it exists now: one catalog lookup, so the fix is noticed within a second
 # rather than at the permanent error's slow retry.
 SCHEMA_POLL = 1.0
+# What a reload (SIGHUP) does not change in a running worker: what its start set up, and which
+# node and consumer it is.
+FIXED_AT_START = (*STARTUP_SETTINGS, "queue_name", "consumer_name", "job_name")
 
 
 def _drop_notifications(conn: Conn) -> None:
@@ -180,8 +183,8 @@ class Worker:
         backoff = Backoff(self.cfg.exception_sleep)
         while not daemon.stop_requested():
             if daemon.reload_requested():
-                log.info("reload: reconnecting")
-                self.close()
+                self.reload(beat)
+                backoff = Backoff(self.cfg.exception_sleep)
             if time.monotonic() - self.connected_at > self.cfg.connection_lifetime:
                 self.close()
             beat.activity = "working"
@@ -228,6 +231,20 @@ class Worker:
                 self.notified = False
                 for conn in listening:
                     _drop_notifications(conn)
+
+    def reload(self, beat: Heartbeat) -> None:
+        """SIGHUP (`-r`), as londiste3's: reads the job file again, and the next step runs with
+        it on new connections. A file that no longer loads keeps the old config, with the
+        reason; FIXED_AT_START settings that changed wait for the next start, with a warning."""
+        self.close()
+        try:
+            cfg = load_job_config(self.cfg.path)
+        except LondisteError as e:
+            log.error("reload failed, keeping the old config: %s", e)
+            return
+        self.cfg = reloaded(self.cfg, cfg, FIXED_AT_START)
+        beat.use(self.cfg)
+        log.info("config reloaded from %s", self.cfg.path)
 
     def _pause(self) -> None:
         try:

@@ -30,6 +30,25 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+# londiste3 and pgqd settings for what londiste-rs does its own way (fetching, logging, error
+# back-off, stats, watermarks): accepted without a word, so a londiste3 ini works as it is.
+LONDISTE3_TUNING = frozenset({
+    "pgq_lazy_fetch", "pgq_autocommit", "keepalive_stats", "use_skylog", "log_size",
+    "log_count", "exception_grace", "exception_reset", "exception_quiet",
+    "global_wm_publish_period", "local_wm_publish_period", "syslog", "syslog_ident",
+    "syslog_facility", "verbose",
+})  # fmt: skip
+# londiste3 settings that change what it replicates or how it copies, which londiste-rs does
+# not implement: ignored with a warning, as the user expects them to act.
+LONDISTE3_FEATURES = frozenset({
+    "local_only", "local_only_drop_execute", "table_filter", "register_only_tables",
+    "register_only_seqs", "register_skip_tables", "register_skip_seqs", "handler_modules",
+    "shard_hash_func", "shard_info_sql", "obfuscator_map", "obfuscator_key", "compare_sql",
+    "compare_fmt", "threaded_copy_tables", "threaded_copy_pool_size",
+})  # fmt: skip
+# Keys every section has (configparser's defaults, for %(key)s references).
+_PREDEFINED = ("job_name", "config_dir")
+
 # What a running daemon set up at its start and keeps through a reload (SIGHUP): its pid and
 # log files, the metrics endpoint and the log lines' format.
 STARTUP_SETTINGS = ("pidfile", "logfile", "metrics_listen", "log_format")
@@ -106,8 +125,24 @@ class _Section:
         self.path = path
         self.name = name
         self.values = values
+        self.read: set[str] = set(_PREDEFINED)
+
+    def warn_unread(self) -> None:
+        """A warning for each key of the section that no setting read, but londiste3's own
+        tuning: a londiste3 feature londiste-rs does not implement, or a misspelt key, would
+        otherwise be ignored without a word."""
+        for key in sorted(set(self.values) - self.read - LONDISTE3_TUNING):
+            if key.startswith("logfmt_"):
+                continue
+            why = (
+                "a londiste3 setting londiste-rs does not implement (docs/migrating.md)"
+                if key in LONDISTE3_FEATURES
+                else "not a setting of londiste-rs (check its spelling)"
+            )
+            log.warning("%s: [%s] %s is ignored: %s", self.path, self.name, key, why)
 
     def _convert(self, key: str, kind: str, conv: Callable[[str], T], default: T) -> T:
+        self.read.add(key)
         raw = self.values.get(key)
         if raw is None or raw.strip() == "":
             return default
@@ -119,6 +154,7 @@ class _Section:
             ) from None
 
     def text(self, key: str, default: str = "") -> str:
+        self.read.add(key)
         raw = self.values.get(key)
         return default if raw is None else raw.strip()
 
@@ -256,7 +292,7 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         raise ConfigError(
             f"{p}: [{s.name}] has no 'queue_name'; add queue_name = <name of the set>"
         )
-    return JobConfig(
+    cfg = JobConfig(
         path=p.absolute(),
         job_name=job_name,
         db=s.required("db", "db = <connection string of this node's database>"),
@@ -286,13 +322,15 @@ def load_job_config(path: str | os.PathLike[str]) -> JobConfig:
         metrics_listen=s.listen("metrics_listen"),
         log_format=s.choice("log_format", LOG_FORMATS),
     )
+    s.warn_unread()
+    return cfg
 
 
 def load_ticker_config(path: str | os.PathLike[str]) -> TickerConfig:
     """Reads a pgqd ticker file (`[pgqd]`)."""
     p = Path(path)
     s = _read(p, (TICKER_SECTION,), "the ticker (pgqd format)")
-    return TickerConfig(
+    cfg = TickerConfig(
         path=p.absolute(),
         base_connstr=s.text("base_connstr"),
         initial_database=s.text("initial_database", "template1") or "template1",
@@ -308,3 +346,5 @@ def load_ticker_config(path: str | os.PathLike[str]) -> TickerConfig:
         metrics_listen=s.listen("metrics_listen"),
         log_format=s.choice("log_format", LOG_FORMATS),
     )
+    s.warn_unread()
+    return cfg

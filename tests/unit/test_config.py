@@ -135,3 +135,41 @@ def test_ticker_file(tmp_path, monkeypatch):
     assert (
         str(e.value) == f"{job}: has [londiste3]; the ticker (pgqd format) needs a [pgqd] section"
     )
+
+
+def test_keys_nothing_reads_are_named_in_a_warning(tmp_path, caplog):
+    """A londiste3 feature londiste-rs does not implement, or a misspelt key, is named (it
+    would change nothing, without a word); londiste3's own tuning keys pass silently, so a
+    londiste3 ini works as it is."""
+    write(
+        tmp_path / "leaf.ini",
+        "[londiste3]\ndb = dbname=x\nqueue_name = q1\nlocal_only = 1\npgq_keep_lags = 1h\n"
+        "pgq_lazy_fetch = 500\nuse_skylog = 0\nlogfmt_file = %%(asctime)s\nloop_delay = 1\n",
+    )
+    with caplog.at_level("WARNING"):
+        cfg = load_job_config(tmp_path / "leaf.ini")
+    assert cfg.keep_lag is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}/leaf.ini: [londiste3] local_only is ignored: a londiste3 setting "
+        "londiste-rs does not implement (docs/migrating.md)",
+        f"{tmp_path}/leaf.ini: [londiste3] pgq_keep_lags is ignored: not a setting of "
+        "londiste-rs (check its spelling)",
+    ]
+    caplog.clear()
+    write(tmp_path / "t.ini", "[pgqd]\nbase_connstr = host=x\nticker_perod = 1\nsyslog = 0\n")
+    with caplog.at_level("WARNING"):
+        load_ticker_config(tmp_path / "t.ini")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}/t.ini: [pgqd] ticker_perod is ignored: not a setting of londiste-rs "
+        "(check its spelling)"
+    ]
+    # the walkthrough's files, and every key londiste-rs reads: not a word
+    caplog.clear()
+    write(
+        tmp_path / "slave.ini",
+        "[londiste3]\njob_name = slave\ndb = dbname=x\nqueue_name = q1\nlogfile = s.log\n"
+        "pidfile = s.pid\nloop_delay = 0.5\n",
+    )
+    with caplog.at_level("WARNING"):
+        load_job_config(tmp_path / "slave.ini")
+    assert caplog.records == []

@@ -7,14 +7,26 @@ import threading
 
 import pytest
 
-from londiste_rs.replication.writer import StepWriter
+from londiste_rs.replication.writer import StepWriter, Write
 
 DEPTH = 2  # a write waiting behind the running one, so dropping and ordering show
 
 
+def holding(started: threading.Event, release: threading.Event, done: list[str]) -> Write:
+    """A write that says it started, then holds the writer until `release` (10 s at most),
+    then notes itself in `done`."""
+
+    def write() -> None:
+        started.set()
+        release.wait(10)
+        done.append("running")
+
+    return write
+
+
 def test_writes_run_in_order_on_another_thread():
     done: list[tuple[int, str]] = []
-    writer = StepWriter(depth=2)
+    writer = StepWriter(depth=DEPTH)
     try:
         for i in range(20):
             writer.submit(lambda i=i: done.append((i, threading.current_thread().name)))
@@ -28,14 +40,10 @@ def test_writes_run_in_order_on_another_thread():
 def test_submit_waits_while_depth_writes_are_unfinished():
     release = threading.Event()
     started = threading.Event()
-    writer = StepWriter(depth=2)
-
-    def blocked() -> None:
-        started.set()
-        release.wait(10)
+    writer = StepWriter(depth=DEPTH)
 
     try:
-        writer.submit(blocked)
+        writer.submit(holding(started, release, []))
         started.wait(10)
         for _ in range(DEPTH - 1):
             writer.submit(lambda: None)  # room: returns at once
@@ -55,7 +63,7 @@ def test_submit_waits_while_depth_writes_are_unfinished():
 def test_the_first_failure_is_raised_and_later_writes_are_dropped():
     done: list[int] = []
     gate = threading.Event()
-    writer = StepWriter(depth=2)
+    writer = StepWriter(depth=DEPTH)
 
     def fail() -> None:
         gate.wait(10)
@@ -78,14 +86,8 @@ def test_close_waits_for_the_running_write_and_drops_the_rest():
     done: list[str] = []
     release = threading.Event()
     started = threading.Event()
-    writer = StepWriter(depth=2)
-
-    def running() -> None:
-        started.set()
-        release.wait(10)
-        done.append("running")
-
-    writer.submit(running)
+    writer = StepWriter(depth=DEPTH)
+    writer.submit(holding(started, release, done))
     started.wait(10)
     writer.submit(lambda: done.append("queued"))
     threading.Timer(0.1, release.set).start()

@@ -1,7 +1,8 @@
 """Table definitions read from the catalog (no pg_dump): resolving user-written table names,
 creating a missing subscriber table from the provider's definition (`--create`,
-`--create-full`, with its foreign keys once the tables they reference are there). Dropping
-and restoring a table's secondary indexes and keys around a bulk load is in deferred.py.
+`--create-full`; its foreign keys are made once the tables they reference are there, by
+foreign_keys.py). Dropping and restoring a table's secondary indexes and keys around a bulk
+load is in deferred.py.
 
 Catalog reads run with an empty search_path, so `format_type`, `pg_get_expr`,
 `pg_get_indexdef` and `pg_get_constraintdef` return schema-qualified, server-quoted SQL that
@@ -11,7 +12,6 @@ means the same thing on the subscriber.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from psycopg import sql
 
 from londiste_rs.errors import TableError
 from londiste_rs.pg.db import first_line
+from londiste_rs.pg.foreign_keys import ForeignKey, foreign_keys
 from londiste_rs.pg.names import (
     SEQUENCE_KINDS,
     TableName,
@@ -164,38 +165,6 @@ def plain_indexes(conn: Conn, table: TableName) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-@dataclass(frozen=True)
-class ForeignKey:
-    """A foreign key of a table `--create-full` creates, made once every table is there."""
-
-    name: str
-    table: TableName  # the referencing table
-    references: TableName
-    definition: str  # pg_get_constraintdef: FOREIGN KEY (...) REFERENCES ...
-
-    @property
-    def statement(self) -> sql.Composed:
-        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            self.table.ident, sql.Identifier(self.name), sql.SQL(self.definition)
-        )
-
-
-_FOREIGN_KEYS = """
-select k.conname, n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-       pg_get_constraintdef(k.oid)
-from pg_constraint k
-join pg_class c on c.oid = k.confrelid
-join pg_namespace n on n.oid = c.relnamespace
-where k.conrelid = {} and k.contype = 'f' and k.coninhcount = 0 and k.conparentid = 0
-order by k.conname
-"""
-
-
-def _foreign_keys(conn: Conn, table: TableName) -> list[ForeignKey]:
-    rows = conn.execute(sql.SQL(_FOREIGN_KEYS).format(_regclass(table))).fetchall()
-    return [ForeignKey(r[0], table, TableName(r[1], r[2], r[3]), r[4]) for r in rows]
-
-
 # The first majors with VIRTUAL generated columns, and with NOT NULL constraints in
 # pg_constraint (named: contype 'n'; before, attnotnull only).
 VIRTUAL_SINCE = 18
@@ -253,7 +222,7 @@ def plan_create(src: Conn, table: TableName, *, full: bool, target: int) -> Crea
         pkey = constraints(src, table, "p")
         others = constraints(src, table, "cux") if full else []
         indexes = plain_indexes(src, table) if full else []
-        fkeys = _foreign_keys(src, table) if full else []
+        fkeys = foreign_keys(src, table) if full else []
 
     plan = CreatePlan(table, [], [], fkeys)
     plan.statements.append(
@@ -400,33 +369,6 @@ def _create_optional(dst: Conn, plan: CreatePlan, part: OptionalPart, provider: 
             f"({first_line(e)}; the provider runs {provider}); create an equivalent by hand "
             "if you need it"
         )
-
-
-def create_foreign_keys(dst: Conn, keys: Sequence[ForeignKey]) -> list[ForeignKey]:
-    """Creates these foreign keys on the subscriber (in the caller's transaction, after every
-    table it creates); returns those created. One whose referenced table is not there is
-    skipped with a warning naming the fix."""
-    created = []
-    for fk in keys:
-        if not exists(dst, fk.references):
-            log.warning(
-                "%s: foreign key %s not created: %s is not on the subscriber; add that table "
-                "too (add-table --create-full), then create the key by hand: %s",
-                fk.table, fk.name, fk.references, fk.statement.as_string(dst),
-            )  # fmt: skip
-            continue
-        try:
-            with dst.transaction():
-                _empty_search_path(dst)
-                dst.execute(fk.statement)
-        except psycopg.Error as e:
-            raise TableError(
-                f"cannot create foreign key {fk.name} of {fk.table} on the subscriber: "
-                f"{first_line(e)}; give {fk.references} the provider's key, or add "
-                f"{fk.table} with --create and create the key by hand"
-            ) from None
-        created.append(fk)
-    return created
 
 
 def create_sequence(src: Conn, dst: Conn, name: str | TableName) -> bool:

@@ -26,6 +26,7 @@ from londiste_rs.errors import LondisteError, TableError, UsageError
 from londiste_rs.pg import ddl
 from londiste_rs.pg import names as pgnames
 from londiste_rs.pg.db import connect
+from londiste_rs.pg.foreign_keys import ForeignKey, create_foreign_keys
 from londiste_rs.pg.locking import LockBusy, lock_holders, with_lock_retries
 from londiste_rs.pg.names import SEQUENCE_KINDS, TableName, name_of
 from londiste_rs.pg.trust import foreign_code
@@ -179,7 +180,7 @@ def add_tables(
             def register_all() -> list[str]:
                 """The tables registered (and created), in the caller's transaction; returns
                 the local tables the worker will write."""
-                fkeys: list[ddl.ForeignKey] = []
+                fkeys: list[ForeignKey] = []
                 targets = []
                 for t in wanted:
                     if dest_table is not None:
@@ -209,7 +210,7 @@ def add_tables(
                     )
                     targets.append(pgnames.quoted_name(t if dest is None else dest))
                 # after every table: a key may reference a table created after its own
-                ddl.create_foreign_keys(conn, fkeys)
+                create_foreign_keys(conn, fkeys)
                 if wanted and state is MergeState.NEEDS_COPY:
                     store_tables.notify_copy_needed(conn, queue)
                 return targets
@@ -261,7 +262,7 @@ def _warn(lines: list[str]) -> None:
         log.warning("%s", line)
 
 
-def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> list[ddl.ForeignKey]:
+def _create(prov: Conn, conn: Conn, table: TableName, full: bool) -> list[ForeignKey]:
     """The provider's table created here, and the sequences behind its serial and identity
     columns moved to the provider's values. Returns its foreign keys (`full`), for the caller
     to create once every table is there."""
